@@ -1,0 +1,36 @@
+# The README's two commands are `make demo` and `make test`; both install what they need first.
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: install demo test lint unit drills bench sandbox-down clean
+
+install:
+	@scripts/install.sh
+
+# Starts the sandbox platform and runs the main job against it.
+demo: install
+	$(PY) -m driver sandbox up
+	$(PY) -m driver list
+	$(PY) -m driver restart --all --reason "demo: ordered restart of every service"
+
+test: install lint
+	$(PY) -m pytest tests
+	$(MAKE) drills
+
+lint: install
+	$(VENV)/bin/ruff check driver tests bench collections
+	$(VENV)/bin/ruff format --check driver tests bench collections
+	$(VENV)/bin/ansible-lint --profile production --offline
+
+drills: install
+	scripts/drills.sh
+
+bench: install
+	$(PY) bench/restart.py
+
+sandbox-down:
+	$(PY) -m driver sandbox down
+
+clean: sandbox-down
+	rm -rf .sandbox incidents

@@ -1,0 +1,285 @@
+"""``python -m driver``: list the procedures, run one, or manage the sandbox.
+
+CLI arguments -> registry -> validation against the inventory -> ansible-runner -> events ->
+result + incident record. Exit codes: 0 done, 1 failed, 2 invalid input (nothing ran),
+3 refused (lock held, confirmation missing, target in a state the procedure will not touch),
+4 a dependency unreachable in preflight (nothing changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from driver import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, settings, validate
+from driver.incident import Incident, iso, new_id, utcnow
+from driver.registry import PROCEDURES, Procedure
+from driver.results import Result, Step
+from driver.validate import InputError
+
+STATUS_FOR_EXIT = {
+    EXIT_OK: "succeeded",
+    EXIT_FAILED: "failed",
+    EXIT_INVALID: "invalid",
+    EXIT_REFUSED: "refused",
+    EXIT_UNREACHABLE: "failed",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m driver",
+        description="Emergency procedures: each one checks, records, changes, verifies and reports.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser("list", help="list the procedures")
+    sandbox = commands.add_parser("sandbox", help="start, stop or reset the local sandbox platform")
+    sandbox.add_argument("action", choices=["up", "down", "status", "reset"])
+    sandbox.add_argument("--json", action="store_true", help="print the endpoints as JSON")
+    sandbox.add_argument("--dir", default=None, help="state folder (default .sandbox, env EMERGENCY_SANDBOX_DIR)")
+    for procedure in PROCEDURES.values():
+        sub = commands.add_parser(
+            procedure.name,
+            help=procedure.description,
+            description=procedure.description,
+            epilog="Runbooks: " + "; ".join(procedure.runbooks)
+            + (". Destructive: needs --yes or the typed confirmation." if procedure.destructive else "."),
+        )
+        own = sub.add_argument_group(f"{procedure.name} arguments")
+        for argument in procedure.arguments:
+            dest = argument.var
+            if argument.kind == "bool":
+                own.add_argument(argument.flag, dest=dest, action="store_true", help=procedure.help_for(argument))
+            elif argument.kind == "list":
+                own.add_argument(argument.flag, dest=dest, action="append", metavar=argument.metavar,
+                                 help=procedure.help_for(argument))
+            else:
+                own.add_argument(argument.flag, dest=dest, metavar=argument.metavar,
+                                 type=int if argument.kind == "int" else str, help=procedure.help_for(argument))
+        settings.add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return list_procedures()
+        if args.command == "sandbox":
+            from driver.sandbox import cli as sandbox_cli
+
+            return sandbox_cli.run(args.action, args.dir, args.json)
+        return Run(PROCEDURES[args.command], args).execute()
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+def list_procedures() -> int:
+    width = max(len(name) for name in PROCEDURES)
+    for procedure in PROCEDURES.values():
+        mark = " (destructive)" if procedure.destructive else ""
+        print(f"{procedure.name:<{width}}  {procedure.description}{mark}")
+    return EXIT_OK
+
+
+class Run:
+    """One run of one procedure, from validated input to the written result."""
+
+    def __init__(self, procedure: Procedure, args: argparse.Namespace):
+        self.procedure = procedure
+        self.args = args
+        self.values, self.sources = settings.resolve(args)
+        self.cancel = threading.Event()
+
+    # -- input -----------------------------------------------------------------------------------
+    def inputs(self) -> dict[str, Any]:
+        return {a.flag.lstrip("-"): getattr(self.args, a.var) for a in self.procedure.arguments}
+
+    def validate(self) -> tuple[Incident, dict[str, Any]]:
+        from driver import inventory
+
+        values = self.values
+        base = Path(values["incidents_dir"])
+        incident_id = validate.incident_id(values["incident"]) if values["incident"] else new_id(base)
+        validate.free_text(values["reason"], "--reason")
+        validate.positive(values["timeout"], "--timeout", maximum=86400)
+        self.platform = inventory.load(values["inventory"])
+        given = [a.flag for a in self.procedure.arguments if getattr(self.args, a.var) not in (None, False, [])]
+        if self.procedure.one_of and len(set(given) & set(self.procedure.one_of)) != 1:
+            raise InputError(f"{self.procedure.name}: give exactly one of {' or '.join(self.procedure.one_of)}")
+        extravars: dict[str, Any] = {}
+        for argument in self.procedure.arguments:
+            value = getattr(self.args, argument.var)
+            if argument.names == "service":
+                choices = self.platform.service_names
+                for name in value or []:
+                    validate.dns_label(name, "service", choices)
+            if value is not None:
+                extravars[argument.var] = value
+        if self.procedure.force_var:
+            extravars[self.procedure.force_var] = bool(values["force"])
+        if self.procedure.timeout_var:
+            extravars[self.procedure.timeout_var] = values["timeout"]
+        return Incident(base, incident_id), extravars
+
+    def confirm(self) -> bool:
+        """Destructive procedures need --yes or the target's name typed at a prompt."""
+        if not self.procedure.destructive or self.values["yes"] or self.values["check"]:
+            return True
+        if not sys.stdin.isatty():
+            return False
+        target = self.platform.namespace
+        answer = input(f"{self.procedure.name} is destructive. Type the namespace '{target}' to go on: ")
+        return answer.strip() == target
+
+    # -- run -------------------------------------------------------------------------------------
+    def execute(self) -> int:
+        started = utcnow()
+        incident, extravars = self.validate()
+        values = self.values
+        result = Result(
+            procedure=self.procedure.name,
+            incident={
+                "id": incident.id,
+                "severity": values["severity"],
+                "reason": values["reason"],
+                "operator": values["operator"],
+            },
+            inputs=self.inputs(),
+            settings={name: {"value": values[name], "source": self.sources[name]} for name in values},
+            check_mode=bool(values["check"]),
+            started_at=iso(started),
+        )
+        if not self.confirm():
+            result.errors.append({"kind": "refused", "message": "confirmation missing: pass --yes or run at a terminal"})
+            return self.finish(incident, None, result, EXIT_REFUSED, started)
+
+        ident = incident.next_run(self.procedure.name)
+        incident.append_timeline(
+            {"at": iso(started), "event": "started", "procedure": self.procedure.name, "run": ident,
+             "operator": values["operator"], "check_mode": result.check_mode, "inputs": result.inputs,
+             "reason": values["reason"]}
+        )
+        extravars.update(
+            incident_id=incident.id,
+            incident_severity=values["severity"],
+            incident_operator=values["operator"],
+            lock_duration_seconds=_lock_seconds(),
+        )
+        self.say(f"{self.procedure.name} · incident {incident.id} · {self.platform.namespace}"
+                 f"{' · check mode (nothing will change)' if result.check_mode else ''}")
+        keeper = self._keep_lock(incident.id) if not result.check_mode else None
+        previous = signal.signal(signal.SIGINT, lambda *_: self.cancel.set())
+        try:
+            from driver.runner import run_playbook
+
+            outcome = run_playbook(
+                playbook=self.procedure.playbook,
+                inventory=values["inventory"],
+                extravars=extravars,
+                private_data_dir=incident.run_dir(ident),
+                ident=ident,
+                check=result.check_mode,
+                verbose=values["verbose"],
+                on_step=self.print_step,
+                cancel=self.cancel,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if keeper:
+                keeper.stop()
+        result.steps = outcome.steps
+        result.changed = any(step.changed for step in outcome.steps)
+        result.prior_state = outcome.stats.get("prior_state", {})
+        result.outputs = {k: v for k, v in outcome.stats.items() if k != "prior_state"}
+        result.run = {"ident": ident, "artifacts": str(incident.run_dir(ident)), "runner_status": outcome.status}
+        code = self.classify(outcome, result)
+        return self.finish(incident, ident, result, code, started)
+
+    def classify(self, outcome, result: Result) -> int:
+        if outcome.status == "successful":
+            return EXIT_OK
+        if outcome.status == "canceled" or self.cancel.is_set():
+            result.errors.append({"kind": "cancelled", "message": "cancelled by the operator (Ctrl-C)"})
+            return EXIT_FAILED
+        if not outcome.failures:
+            result.errors.append({"kind": "failed", "message": f"ansible-runner finished {outcome.status}"})
+            return EXIT_FAILED
+        first = outcome.failures[0]
+        step: Step = first["step"]
+        kind = first["res"].get("outcome")
+        if first["unreachable"]:
+            kind = "unreachable"
+        elif not kind:
+            kind = "refused" if "| Preflight |" in step.name else "failed"
+        for failure in outcome.failures:
+            result.errors.append({"kind": kind if failure is first else "failed", "step": failure["step"].name,
+                                  "host": failure["step"].host, "message": failure["step"].message})
+        if kind == "unreachable" and not result.changed:
+            return EXIT_UNREACHABLE
+        return {"invalid": EXIT_INVALID, "refused": EXIT_REFUSED}.get(kind, EXIT_FAILED)
+
+    def finish(self, incident: Incident, ident: str | None, result: Result, code: int, started) -> int:
+        finished = utcnow()
+        result.exit_code = code
+        result.status = STATUS_FOR_EXIT[code]
+        result.finished_at = iso(finished)
+        result.duration_seconds = round((finished - started).total_seconds(), 3)
+        data = result.to_dict()
+        path = incident.write_result(ident or f"refused-{int(time.time())}-{self.procedure.name}", data)
+        incident.append_timeline(
+            {"at": result.finished_at, "event": "finished", "procedure": self.procedure.name, "run": ident,
+             "status": result.status, "exit_code": code, "changed": result.changed,
+             "errors": [e.get("message", "")[:200] for e in result.errors]}
+        )
+        if self.values["json"]:
+            print(json.dumps(data, indent=2))
+        else:
+            self.summary(result, path)
+        return code
+
+    # -- output ----------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        if not self.values["json"]:
+            print(text, flush=True)
+
+    def print_step(self, step: Step) -> None:
+        if self.values["json"]:
+            return
+        line = f"  {step.status:<11} {step.name}  [{step.host}]  {step.duration:.1f}s"
+        print(line, flush=True)
+        if step.message and step.status in ("failed", "unreachable"):
+            print(f"              {step.message}", flush=True)
+
+    def summary(self, result: Result, path: Path) -> None:
+        print(f"{result.status.upper()} {result.procedure}: changed={str(result.changed).lower()} "
+              f"in {result.duration_seconds:.1f}s (exit {result.exit_code})")
+        for key, value in result.outputs.items():
+            print(f"  {key}: {json.dumps(value, default=str)}")
+        for error in result.errors:
+            where = f" at '{error['step']}'" if error.get("step") else ""
+            print(f"  {error['kind']}{where}: {error.get('message', '')}", file=sys.stderr)
+        print(f"  result: {path}")
+
+    def _keep_lock(self, holder: str):
+        from driver.lock import LeaseKeeper
+
+        try:
+            kubeconfig = self.platform.templated("platform_kubeconfig")
+            context = self.platform.templated("platform_context")
+        except Exception:  # the playbook reports an unusable kubeconfig itself
+            return None
+        return LeaseKeeper(kubeconfig, context, self.platform.namespace, holder).start()
+
+
+def _lock_seconds() -> int:
+    from driver.lock import LEASE_SECONDS
+
+    return LEASE_SECONDS

@@ -1,0 +1,63 @@
+"""Reads the platform model from an Ansible inventory, with Ansible's own loader, so the driver
+validates against exactly what the playbook will see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from driver import ROOT
+from driver.validate import InputError
+
+
+@dataclass
+class Platform:
+    inventory: str
+    host: str
+    variables: dict[str, Any]
+
+    @property
+    def services(self) -> list[dict[str, Any]]:
+        return list(self.variables.get("platform_services") or [])
+
+    @property
+    def service_names(self) -> list[str]:
+        return [s.get("name") for s in self.services]
+
+    @property
+    def namespace(self) -> str:
+        return self.variables.get("platform_namespace", "")
+
+    def templated(self, name: str) -> Any:
+        """A variable with its Jinja expressions resolved (e.g. the sandbox's kubeconfig path)."""
+        from ansible.template import Templar
+
+        return self._templar(Templar).template(self.variables.get(name))
+
+    def _templar(self, templar_class):
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.plugins.loader import init_plugin_loader
+
+        init_plugin_loader([str(ROOT / "collections")])  # lookups resolve as in a playbook run
+        return templar_class(loader=DataLoader(), variables=self.variables)
+
+
+def load(inventory: str) -> Platform:
+    path = Path(inventory)
+    if not path.exists():
+        raise InputError(f"inventory {inventory} does not exist")
+    # Ansible's inventory code prints warnings for empty or unparsable sources; turn them into errors.
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    manager = InventoryManager(loader=loader, sources=[str(path)])
+    hosts = manager.get_hosts("platform")
+    if not hosts:
+        raise InputError(f"inventory {inventory} has no host in group 'platform'")
+    variables = VariableManager(loader=loader, inventory=manager).get_vars(host=hosts[0])
+    if not variables.get("platform_services") or not variables.get("platform_namespace"):
+        raise InputError(f"inventory {inventory} defines no platform_services or platform_namespace")
+    return Platform(inventory=str(path), host=hosts[0].name, variables=dict(variables))

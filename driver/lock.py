@@ -1,0 +1,65 @@
+"""Keeps the namespace lock alive while a procedure runs.
+
+The playbook takes and releases the ``driver-lock`` Lease itself (so AWX runs are locked too); the
+driver passes it a short duration and renews it here, so a lock whose driver was killed frees itself
+within that duration instead of blocking the next operator.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from driver import ROOT
+
+LEASE_NAME = "driver-lock"
+LEASE_SECONDS = 60
+RENEW_EVERY = 15
+
+
+def _kube_module():
+    collections = str(ROOT / "collections")
+    if collections not in sys.path:
+        sys.path.insert(0, collections)
+    from ansible_collections.emergency.ops.plugins.module_utils import kube
+
+    return kube
+
+
+class LeaseKeeper:
+    """Renews the Lease every RENEW_EVERY seconds while it is held by this incident."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None, namespace: str, holder: str):
+        self.args = (kubeconfig or None, context or None, namespace)
+        self.holder = holder
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        kube_module = None
+        while not self.stop_event.wait(RENEW_EVERY):
+            try:
+                kube_module = kube_module or _kube_module()
+                kube = kube_module.Kube(*self.args)
+                lease = kube.get_or_none("Lease", LEASE_NAME)
+                if lease and lease.get("spec", {}).get("holderIdentity") == self.holder:
+                    kube.patch(
+                        "Lease", LEASE_NAME, {"spec": {"renewTime": kube_module.micro_time()}}, patch_type="merge"
+                    )
+            except Exception:  # a missed renewal is retried; the Lease outlives several of them
+                continue
+
+
+def holder(kubeconfig: str | None, context: str | None, namespace: str) -> str | None:
+    """The incident holding the lock now, if any (for messages and tests)."""
+    kube = _kube_module().Kube(kubeconfig or None, context or None, namespace)
+    lease = kube.get_or_none("Lease", LEASE_NAME)
+    return (lease or {}).get("spec", {}).get("holderIdentity") or None

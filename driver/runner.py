@@ -1,0 +1,109 @@
+"""Runs a playbook with ansible-runner and turns its events into steps, outputs and errors.
+
+Nothing here reads stdout: each task's outcome comes from the runner's events, and the procedure's
+outputs from the ``set_stats`` data carried by the final ``playbook_on_stats`` event.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from driver import ROOT
+from driver.results import Step
+
+TASK_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+}
+
+
+@dataclass
+class RunOutcome:
+    status: str  # successful, failed, canceled, timeout
+    rc: int
+    steps: list[Step] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # failed tasks with their result
+
+
+def _message(res: dict[str, Any]) -> str:
+    text = res.get("msg") or res.get("message") or ""
+    if not isinstance(text, str):
+        text = str(text)
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+def run_playbook(
+    playbook: str,
+    inventory: str,
+    extravars: dict[str, Any],
+    private_data_dir: Path,
+    ident: str,
+    check: bool,
+    verbose: bool,
+    on_step: Callable[[Step], None],
+    cancel: threading.Event,
+) -> RunOutcome:
+    import ansible_runner
+
+    outcome = RunOutcome(status="failed", rc=1)
+
+    def event_handler(event: dict[str, Any]) -> bool:
+        data = event.get("event_data", {})
+        kind = event.get("event")
+        if kind in TASK_EVENTS:
+            res = data.get("res") or {}
+            status = TASK_EVENTS[kind]
+            ignored = bool(data.get("ignore_errors"))
+            if status == "ok" and res.get("changed"):
+                status = "changed"
+            step = Step(
+                name=data.get("task", ""),
+                host=data.get("host", ""),
+                status=status,
+                changed=bool(res.get("changed")),
+                duration=round(float(data.get("duration") or 0.0), 3),
+                message=_message(res) if status in ("failed", "unreachable") or verbose else "",
+            )
+            outcome.steps.append(step)
+            if status in ("failed", "unreachable") and not ignored:
+                outcome.failures.append({"step": step, "res": res, "unreachable": status == "unreachable"})
+            on_step(step)
+        elif kind == "playbook_on_stats":
+            outcome.stats = data.get("artifact_data") or {}
+        return True  # keep the event in the artifacts too
+
+    venv_bin = str(Path(sys.executable).parent)
+    envvars = {
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        # Modules run with the controller's Python; ansible-runner also needs the venv's tools on PATH.
+        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    cmdline = ["--check"] if check else []
+    runner = ansible_runner.run(
+        private_data_dir=str(private_data_dir),
+        project_dir=str(ROOT),
+        playbook=str(ROOT / "playbooks" / playbook),
+        inventory=str(Path(inventory).resolve()),
+        extravars=extravars,
+        ident=ident,
+        envvars=envvars,
+        cmdline=" ".join(cmdline) or None,
+        quiet=True,
+        suppress_env_files=True,
+        event_handler=event_handler,
+        cancel_callback=cancel.is_set,
+        settings={"suppress_ansible_output": True},
+    )
+    outcome.status = runner.status
+    outcome.rc = runner.rc if runner.rc is not None else 1
+    return outcome

@@ -1,0 +1,1 @@
+"""The sandbox platform: ``python -m driver sandbox up|down|status|reset``."""

@@ -1,0 +1,36 @@
+"""``python -m driver sandbox up|down|status|reset``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from driver.sandbox.platform import Sandbox
+
+
+def run(action: str, folder: str | None, as_json: bool) -> int:
+    sandbox = Sandbox(Path(folder) if folder else None)
+    if action == "down":
+        sandbox.down()
+        print(f"sandbox stopped ({sandbox.dir})")
+        return 0
+    if action == "up":
+        status = sandbox.up()
+    elif action == "reset":
+        status = sandbox.reset()
+    else:
+        if not sandbox.state:
+            print(json.dumps({"dir": str(sandbox.dir), "running": {}}) if as_json else "sandbox: not created")
+            return 1
+        status = sandbox.status()
+    if as_json:
+        print(json.dumps(status, indent=2))
+        return 0 if all(status["running"].values()) else 1
+    print(f"sandbox {action}: {sandbox.dir}")
+    for name, ok in status["running"].items():
+        print(f"  {name:<9} {'running' if ok else 'STOPPED'}")
+    print(f"  kubeconfig {status['kubeconfig']} (namespace {status['namespace']})")
+    print(f"  postgres   127.0.0.1:{status['postgres']['port']} database {status['postgres']['database']}")
+    print(f"  s3         {status['s3']['endpoint']} bucket {status['s3']['bucket']}")
+    print(f"  redis      {status['redis']['url']}")
+    return 0 if all(status["running"].values()) else 1

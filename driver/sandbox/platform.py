@@ -1,0 +1,314 @@
+"""The sandbox: a small copy of a platform on 127.0.0.1, in a state folder.
+
+Real programs where they can run here — PostgreSQL and Redis from Debian's packages — and emulators
+only where they cannot: the AWS S3 API (moto server) and the Kubernetes API (driver.sandbox.kubeapi).
+Ports are picked free on the first ``up`` and kept, so the kubeconfig and the inventory stay valid.
+
+    .sandbox/
+        state.json       ports, pids, settings of the running sandbox
+        endpoints.json   what the sandbox inventory reads (no secret values)
+        kubeconfig       for kubectl and the procedures (0600)
+        secrets/         generated credentials (0700/0600)
+        postgres/ redis/ logs/
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driver import ROOT
+from driver.sandbox import processes
+
+HERE = Path(__file__).resolve().parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+NAMESPACE = "matchbook"
+DATABASE = "app"
+DB_USER = "app"
+BUCKET = "matchbook-backups"
+S3_REGION = "us-east-1"
+S3_KEY, S3_SECRET = "sandbox", "sandbox-secret"  # moto accepts any credentials
+COMPONENTS = ("postgres", "redis", "s3", "kubeapi")
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("EMERGENCY_SANDBOX_DIR") or ROOT / ".sandbox").resolve()
+
+
+class Sandbox:
+    def __init__(self, folder: Path | None = None):
+        self.dir = Path(folder).resolve() if folder else default_dir()
+        self.state_file = self.dir / "state.json"
+        self.state: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    # -- state ---------------------------------------------------------------------------------
+    def save(self) -> None:
+        self.state_file.write_text(json.dumps(self.state, indent=2))
+
+    def port(self, name: str) -> int:
+        ports = self.state.setdefault("ports", {})
+        if name not in ports:
+            ports[name] = processes.free_port()
+        return ports[name]
+
+    def pid(self, name: str) -> int | None:
+        return self.state.get("pids", {}).get(name)
+
+    def running(self, name: str) -> bool:
+        if name == "postgres":
+            return (self.dir / "postgres" / "data" / "postmaster.pid").exists() and processes.port_open(
+                self.port("postgres")
+            )
+        return processes.alive(self.pid(name)) and processes.port_open(self.port(name))
+
+    def secret(self, name: str) -> str:
+        folder = self.dir / "secrets"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / name
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(24))
+        return path.read_text().strip()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def up(self) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # PostgreSQL runs as its own user when we are root and must reach its folder.
+        os.chmod(self.dir, 0o755)
+        self.state.setdefault("ready_delay", float(os.environ.get("EMERGENCY_SANDBOX_READY_DELAY", "2.0")))
+        self.state.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        for name in COMPONENTS:
+            if not self.running(name):
+                getattr(self, f"_start_{name}")()
+            self.save()
+        self.write_endpoints()
+        return self.status()
+
+    def down(self) -> None:
+        if not self.state:
+            return
+        if (self.dir / "postgres" / "data" / "postmaster.pid").exists():
+            self._pg("pg_ctl", "-D", str(self.dir / "postgres" / "data"), "-m", "fast", "-w", "stop", check=False)
+        for name in ("redis", "s3", "kubeapi"):
+            processes.stop(self.pid(name))
+        self.state["pids"] = {}
+        self.save()
+
+    def reset(self) -> dict[str, Any]:
+        """Back to the seeded state: platform objects, database rows, cache and bucket."""
+        if not self.state:
+            return self.up()
+        for name in ("redis", "s3", "kubeapi"):
+            processes.stop(self.pid(name))
+        shutil.rmtree(self.dir / "redis", ignore_errors=True)
+        if self.running("postgres"):
+            self._seed_database(recreate=True)
+        return self.up()
+
+    def destroy(self) -> None:
+        self.down()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- status --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        ports = self.state.get("ports", {})
+        password = self.secret("postgres-password") if self.state else ""
+        pg_port = ports.get("postgres")
+        return {
+            "dir": str(self.dir),
+            "running": {name: self.running(name) for name in COMPONENTS} if self.state else {},
+            "kubeconfig": str(self.dir / "kubeconfig"),
+            "namespace": NAMESPACE,
+            "kubeapi": {"url": f"http://127.0.0.1:{ports.get('kubeapi')}"},
+            "postgres": {
+                "host": "127.0.0.1",
+                "port": pg_port,
+                "database": DATABASE,
+                "user": DB_USER,
+                "password_file": str(self.dir / "secrets" / "postgres-password"),
+                # The sandbox's own throwaway credentials, for scripts; never a real one.
+                "dsn": f"postgresql://{DB_USER}:{password}@127.0.0.1:{pg_port}/{DATABASE}",
+            },
+            "s3": {
+                "endpoint": f"http://127.0.0.1:{ports.get('s3')}",
+                "bucket": BUCKET,
+                "access_key": S3_KEY,
+                "secret_key": S3_SECRET,
+                "region": S3_REGION,
+            },
+            "redis": {"url": f"redis://127.0.0.1:{ports.get('redis')}/0"},
+        }
+
+    def write_endpoints(self) -> None:
+        """What the sandbox inventory reads: endpoints and file paths, no secret values."""
+        status = self.status()
+        endpoints = {
+            "kubeconfig": status["kubeconfig"],
+            "namespace": NAMESPACE,
+            "postgres": {k: v for k, v in status["postgres"].items() if k != "dsn"},
+            "s3": {k: v for k, v in status["s3"].items() if k != "secret_key"},
+            "redis": status["redis"],
+        }
+        (self.dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
+
+    # -- components ----------------------------------------------------------------------------
+    def _pg(self, program: str, *args: str, check: bool = True, env: dict | None = None, **kw):
+        argv = [str(PG_BIN / program), *args]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        return subprocess.run(argv, check=check, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+
+    def _start_postgres(self) -> None:
+        home = self.dir / "postgres"
+        data, run = home / "data", home / "run"
+        fresh = not (data / "PG_VERSION").exists()
+        if fresh:
+            run.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(home, "postgres", "postgres")
+                shutil.chown(run, "postgres", "postgres")
+            self._pg("initdb", "-D", str(data), "-U", "postgres", "-E", "UTF8", "--auth-local=trust",
+                     "--auth-host=scram-sha-256", "--no-instructions")
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port("postgres")),
+            "unix_socket_directories": f"'{run}'",
+            "wal_level": "replica",
+            "max_wal_senders": "4",
+            "fsync": "off",  # a throwaway sandbox: speed over durability
+            "log_destination": "'stderr'",
+        }
+        conf = data / "postgresql.auto.conf"
+        conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+        if os.geteuid() == 0:
+            shutil.chown(conf, "postgres", "postgres")
+        self._pg("pg_ctl", "-D", str(data), "-l", str(home / "postgres.log"), "-w", "-t", "60", "start")
+        if fresh:
+            self._seed_database(recreate=False)
+
+    def _psql(self, sql: str, database: str = "postgres") -> None:
+        run = self.dir / "postgres" / "run"
+        self._pg("psql", "-h", str(run), "-p", str(self.port("postgres")), "-U", "postgres", "-d", database,
+                 "-v", "ON_ERROR_STOP=1", "-q", "-c", sql)
+
+    def _seed_database(self, recreate: bool) -> None:
+        password = self.secret("postgres-password")
+        if recreate:
+            self._psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        self._psql(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DB_USER}') THEN "
+            f"CREATE ROLE {DB_USER} LOGIN CREATEDB; END IF; END $$"
+        )
+        # The password reaches psql on its standard input, never on a command line.
+        run = self.dir / "postgres" / "run"
+        self._pg("psql", "-h", str(run), "-p", str(self.port("postgres")), "-U", "postgres", "-d", "postgres",
+                 "-v", "ON_ERROR_STOP=1", "-q", input=f"ALTER ROLE {DB_USER} PASSWORD '{password}';\n")
+        self._psql(f"CREATE DATABASE {DATABASE} OWNER {DB_USER}")
+        seed = (HERE / "seed.sql").read_text()
+        self._pg("psql", "-h", str(run), "-p", str(self.port("postgres")), "-U", DB_USER, "-d", DATABASE,
+                 "-v", "ON_ERROR_STOP=1", "-q", input=seed)
+
+    def _start_redis(self) -> None:
+        folder = self.dir / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        port = self.port("redis")
+        proc = processes.spawn(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
+             "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+            self.dir / "logs" / "redis.log",
+        )
+        processes.wait_for_port(port, 15, proc, "redis-server")
+        self.state.setdefault("pids", {})["redis"] = proc.pid
+
+    def _start_s3(self) -> None:
+        port = self.port("s3")
+        moto = Path(sys.executable).parent / "moto_server"
+        proc = processes.spawn([str(moto), "-H", "127.0.0.1", "-p", str(port)], self.dir / "logs" / "s3.log")
+        processes.wait_for_port(port, 30, proc, "moto server")
+        self.state.setdefault("pids", {})["s3"] = proc.pid
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=S3_KEY,
+                          aws_secret_access_key=S3_SECRET, region_name=S3_REGION)
+        s3.create_bucket(Bucket=BUCKET)
+
+    def _start_kubeapi(self) -> None:
+        from driver.sandbox.kubeapi import write_kubeconfig
+
+        port = self.port("kubeapi")
+        ready = self.dir / "kubeapi.ready"
+        ready.unlink(missing_ok=True)
+        secrets_file = self._write_secret_manifests()
+        proc = processes.spawn(
+            [sys.executable, "-m", "driver.sandbox.kubeapi", "--host", "127.0.0.1", "--port", str(port),
+             "--ready-delay", str(self.state["ready_delay"]), "--seed", str(HERE / "platform.yaml"),
+             "--seed", str(secrets_file), "--ready-file", str(ready)],
+            self.dir / "logs" / "kubeapi.log",
+            env={"PYTHONPATH": str(ROOT)},
+        )
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Kubernetes API emulator did not start; see {self.dir / 'logs' / 'kubeapi.log'}")
+            time.sleep(0.05)
+        self.state.setdefault("pids", {})["kubeapi"] = proc.pid
+        write_kubeconfig(self.dir / "kubeconfig", f"http://127.0.0.1:{port}", NAMESPACE)
+        self._wait_platform_ready()
+
+    def _write_secret_manifests(self) -> Path:
+        password = self.secret("postgres-password")
+        pg_port = self.port("postgres")
+        values = {
+            "postgres-secret": {
+                "username": DB_USER,
+                "password": password,
+                "host": "127.0.0.1",
+                "port": str(pg_port),
+                "database": DATABASE,
+                "url": f"postgresql://{DB_USER}:{password}@127.0.0.1:{pg_port}/{DATABASE}",
+            },
+            "api-keys": {"admin-key": self.secret("api-admin-key"), "webhook-key": self.secret("api-webhook-key")},
+        }
+        docs = [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+            }
+            for name, data in values.items()
+        ]
+        path = self.dir / "secrets" / "platform-secrets.yaml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            yaml.safe_dump_all(docs, handle)
+        return path
+
+    def _wait_platform_ready(self, timeout: float = 60) -> None:
+        """Every seeded Deployment and StatefulSet has all its replicas ready."""
+        sys.path.insert(0, str(ROOT / "collections"))
+        from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
+
+        kube = Kube(str(self.dir / "kubeconfig"), None, NAMESPACE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            workloads = kube.request("GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"]
+            workloads += kube.request("GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets")["items"]
+            if workloads and all(
+                w.get("status", {}).get("readyReplicas", 0) >= w["spec"].get("replicas", 1) for w in workloads
+            ):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the sandbox's workloads did not become ready")

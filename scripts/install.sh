@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh Debian machine: the server programs the sandbox runs
+# (from Debian's packages) and the Python virtualenv in .venv. Idempotent: a second run installs
+# nothing when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages, keyed by the program that proves they are installed.
+declare -A need=(
+  [/usr/lib/postgresql/15/bin/pg_ctl]=postgresql
+  [/usr/bin/redis-server]=redis-server
+  [/usr/bin/kubectl]=kubernetes-client
+)
+missing=()
+for prog in "${!need[@]}"; do
+  [ -x "$prog" ] || missing+=("${need[$prog]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install: Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian packages start their own default servers on machines with an init system; the sandbox
+# runs its own instances on free ports, so those are left alone.
+
+# Python virtualenv, rebuilt only when the pinned dependencies changed.
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+  echo "install: Python virtualenv in .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # The pip that ships with the venv is too old for this dependency set.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade 'pip==26.3' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import driver, ansible_runner, kubernetes' 
+  touch "$stamp"
+fi
