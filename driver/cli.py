@@ -42,26 +42,41 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser("sandbox", help="start, stop or reset the local sandbox platform")
     sandbox.add_argument("action", choices=["up", "down", "status", "reset"])
     sandbox.add_argument("--json", action="store_true", help="print the endpoints as JSON")
-    sandbox.add_argument("--dir", default=None, help="state folder (default .sandbox, env EMERGENCY_SANDBOX_DIR)")
+    sandbox.add_argument(
+        "--dir", default=None, help="state folder (default .sandbox, env EMERGENCY_SANDBOX_DIR)"
+    )
     for procedure in PROCEDURES.values():
         sub = commands.add_parser(
             procedure.name,
             help=procedure.description,
             description=procedure.description,
-            epilog="Runbooks: " + "; ".join(procedure.runbooks)
+            epilog="Runbooks: "
+            + "; ".join(procedure.runbooks)
             + (". Destructive: needs --yes or the typed confirmation." if procedure.destructive else "."),
         )
         own = sub.add_argument_group(f"{procedure.name} arguments")
         for argument in procedure.arguments:
             dest = argument.var
             if argument.kind == "bool":
-                own.add_argument(argument.flag, dest=dest, action="store_true", help=procedure.help_for(argument))
+                own.add_argument(
+                    argument.flag, dest=dest, action="store_true", help=procedure.help_for(argument)
+                )
             elif argument.kind == "list":
-                own.add_argument(argument.flag, dest=dest, action="append", metavar=argument.metavar,
-                                 help=procedure.help_for(argument))
+                own.add_argument(
+                    argument.flag,
+                    dest=dest,
+                    action="append",
+                    metavar=argument.metavar,
+                    help=procedure.help_for(argument),
+                )
             else:
-                own.add_argument(argument.flag, dest=dest, metavar=argument.metavar,
-                                 type=int if argument.kind == "int" else str, help=procedure.help_for(argument))
+                own.add_argument(
+                    argument.flag,
+                    dest=dest,
+                    metavar=argument.metavar,
+                    type=int if argument.kind == "int" else str,
+                    help=procedure.help_for(argument),
+                )
         settings.add_arguments(sub)
     return parser
 
@@ -111,9 +126,13 @@ class Run:
         validate.free_text(values["reason"], "--reason")
         validate.positive(values["timeout"], "--timeout", maximum=86400)
         self.platform = inventory.load(values["inventory"])
-        given = [a.flag for a in self.procedure.arguments if getattr(self.args, a.var) not in (None, False, [])]
+        given = [
+            a.flag for a in self.procedure.arguments if getattr(self.args, a.var) not in (None, False, [])
+        ]
         if self.procedure.one_of and len(set(given) & set(self.procedure.one_of)) != 1:
-            raise InputError(f"{self.procedure.name}: give exactly one of {' or '.join(self.procedure.one_of)}")
+            raise InputError(
+                f"{self.procedure.name}: give exactly one of {' or '.join(self.procedure.one_of)}"
+            )
         extravars: dict[str, Any] = {}
         for argument in self.procedure.arguments:
             value = getattr(self.args, argument.var)
@@ -158,14 +177,23 @@ class Run:
             started_at=iso(started),
         )
         if not self.confirm():
-            result.errors.append({"kind": "refused", "message": "confirmation missing: pass --yes or run at a terminal"})
+            result.errors.append(
+                {"kind": "refused", "message": "confirmation missing: pass --yes or run at a terminal"}
+            )
             return self.finish(incident, None, result, EXIT_REFUSED, started)
 
         ident = incident.next_run(self.procedure.name)
         incident.append_timeline(
-            {"at": iso(started), "event": "started", "procedure": self.procedure.name, "run": ident,
-             "operator": values["operator"], "check_mode": result.check_mode, "inputs": result.inputs,
-             "reason": values["reason"]}
+            {
+                "at": iso(started),
+                "event": "started",
+                "procedure": self.procedure.name,
+                "run": ident,
+                "operator": values["operator"],
+                "check_mode": result.check_mode,
+                "inputs": result.inputs,
+                "reason": values["reason"],
+            }
         )
         extravars.update(
             incident_id=incident.id,
@@ -173,8 +201,10 @@ class Run:
             incident_operator=values["operator"],
             lock_duration_seconds=_lock_seconds(),
         )
-        self.say(f"{self.procedure.name} · incident {incident.id} · {self.platform.namespace}"
-                 f"{' · check mode (nothing will change)' if result.check_mode else ''}")
+        self.say(
+            f"{self.procedure.name} · incident {incident.id} · {self.platform.namespace}"
+            f"{' · check mode (nothing will change)' if result.check_mode else ''}"
+        )
         keeper = self._keep_lock(incident.id) if not result.check_mode else None
         previous = signal.signal(signal.SIGINT, lambda *_: self.cancel.set())
         try:
@@ -199,7 +229,11 @@ class Run:
         result.changed = any(step.changed for step in outcome.steps)
         result.prior_state = outcome.stats.get("prior_state", {})
         result.outputs = {k: v for k, v in outcome.stats.items() if k != "prior_state"}
-        result.run = {"ident": ident, "artifacts": str(incident.run_dir(ident)), "runner_status": outcome.status}
+        result.run = {
+            "ident": ident,
+            "artifacts": str(incident.run_dir(ident)),
+            "runner_status": outcome.status,
+        }
         code = self.classify(outcome, result)
         return self.finish(incident, ident, result, code, started)
 
@@ -220,8 +254,14 @@ class Run:
         elif not kind:
             kind = "refused" if "| Preflight |" in step.name else "failed"
         for failure in outcome.failures:
-            result.errors.append({"kind": kind if failure is first else "failed", "step": failure["step"].name,
-                                  "host": failure["step"].host, "message": failure["step"].message})
+            result.errors.append(
+                {
+                    "kind": kind if failure is first else "failed",
+                    "step": failure["step"].name,
+                    "host": failure["step"].host,
+                    "message": failure["step"].message,
+                }
+            )
         if kind == "unreachable" and not result.changed:
             return EXIT_UNREACHABLE
         return {"invalid": EXIT_INVALID, "refused": EXIT_REFUSED}.get(kind, EXIT_FAILED)
@@ -235,9 +275,16 @@ class Run:
         data = result.to_dict()
         path = incident.write_result(ident or f"refused-{int(time.time())}-{self.procedure.name}", data)
         incident.append_timeline(
-            {"at": result.finished_at, "event": "finished", "procedure": self.procedure.name, "run": ident,
-             "status": result.status, "exit_code": code, "changed": result.changed,
-             "errors": [e.get("message", "")[:200] for e in result.errors]}
+            {
+                "at": result.finished_at,
+                "event": "finished",
+                "procedure": self.procedure.name,
+                "run": ident,
+                "status": result.status,
+                "exit_code": code,
+                "changed": result.changed,
+                "errors": [e.get("message", "")[:200] for e in result.errors],
+            }
         )
         if self.values["json"]:
             print(json.dumps(data, indent=2))
@@ -259,8 +306,10 @@ class Run:
             print(f"              {step.message}", flush=True)
 
     def summary(self, result: Result, path: Path) -> None:
-        print(f"{result.status.upper()} {result.procedure}: changed={str(result.changed).lower()} "
-              f"in {result.duration_seconds:.1f}s (exit {result.exit_code})")
+        print(
+            f"{result.status.upper()} {result.procedure}: changed={str(result.changed).lower()} "
+            f"in {result.duration_seconds:.1f}s (exit {result.exit_code})"
+        )
         for key, value in result.outputs.items():
             print(f"  {key}: {json.dumps(value, default=str)}")
         for error in result.errors:

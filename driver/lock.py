@@ -52,7 +52,10 @@ class LeaseKeeper:
                 lease = kube.get_or_none("Lease", LEASE_NAME)
                 if lease and lease.get("spec", {}).get("holderIdentity") == self.holder:
                     kube.patch(
-                        "Lease", LEASE_NAME, {"spec": {"renewTime": kube_module.micro_time()}}, patch_type="merge"
+                        "Lease",
+                        LEASE_NAME,
+                        {"spec": {"renewTime": kube_module.micro_time()}},
+                        patch_type="merge",
                     )
             except Exception:  # a missed renewal is retried; the Lease outlives several of them
                 continue

@@ -38,23 +38,49 @@ def _operator() -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("inventory", "--inventory", "inventory describing the platform",
-            str(ROOT / "inventories" / "sandbox"), "EMERGENCY_INVENTORY", metavar="PATH"),
-    Setting("incident", "--incident", "incident id (default: a new one such as INC-20261122-093112)",
-            None, "EMERGENCY_INCIDENT", metavar="ID"),
+    Setting(
+        "inventory",
+        "--inventory",
+        "inventory describing the platform",
+        str(ROOT / "inventories" / "sandbox"),
+        "EMERGENCY_INVENTORY",
+        metavar="PATH",
+    ),
+    Setting(
+        "incident",
+        "--incident",
+        "incident id (default: a new one such as INC-20261122-093112)",
+        None,
+        "EMERGENCY_INCIDENT",
+        metavar="ID",
+    ),
     Setting("severity", "--severity", "incident severity", "P2", "EMERGENCY_SEVERITY", choices=SEVERITIES),
     Setting("reason", "--reason", "why this is being run, for the incident record", "", metavar="TEXT"),
     Setting("operator", "--operator", "who runs it, for the incident record", None, "EMERGENCY_OPERATOR"),
     Setting("check", "--check", "show what would change and change nothing", False, kind="bool"),
     Setting("yes", "--yes", "confirm a destructive procedure without the prompt", False, kind="bool"),
-    Setting("force", "--force", "act even on a target in a state the procedure would refuse", False,
-            kind="bool"),
-    Setting("timeout", "--timeout", "seconds a step may wait for the platform", 300, "EMERGENCY_TIMEOUT",
-            kind="int", metavar="SECONDS"),
+    Setting(
+        "force", "--force", "act even on a target in a state the procedure would refuse", False, kind="bool"
+    ),
+    Setting(
+        "timeout",
+        "--timeout",
+        "seconds a step may wait for the platform",
+        300,
+        "EMERGENCY_TIMEOUT",
+        kind="int",
+        metavar="SECONDS",
+    ),
     Setting("json", "--json", "print the result as JSON instead of progress lines", False, kind="bool"),
     Setting("verbose", "--verbose", "show each task's full result", False, kind="bool"),
-    Setting("incidents_dir", "--incidents-dir", "where incident folders are written", "incidents",
-            "EMERGENCY_INCIDENTS_DIR", metavar="PATH"),
+    Setting(
+        "incidents_dir",
+        "--incidents-dir",
+        "where incident folders are written",
+        "incidents",
+        "EMERGENCY_INCIDENTS_DIR",
+        metavar="PATH",
+    ),
 )
 
 
@@ -65,8 +91,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(s.flag, dest=s.name, action="store_true", default=None, help=s.help)
         else:
             help_text = s.help + (f" (env {s.env})" if s.env else "")
-            group.add_argument(s.flag, dest=s.name, default=None, choices=s.choices, metavar=s.metavar,
-                               type=int if s.kind == "int" else str, help=help_text)
+            group.add_argument(
+                s.flag,
+                dest=s.name,
+                default=None,
+                choices=s.choices,
+                metavar=s.metavar,
+                type=int if s.kind == "int" else str,
+                help=help_text,
+            )
 
 
 def resolve(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:

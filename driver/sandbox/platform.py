@@ -49,7 +49,9 @@ class Sandbox:
     def __init__(self, folder: Path | None = None):
         self.dir = Path(folder).resolve() if folder else default_dir()
         self.state_file = self.dir / "state.json"
-        self.state: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        self.state: dict[str, Any] = (
+            json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        )
 
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
@@ -99,7 +101,9 @@ class Sandbox:
         if not self.state:
             return
         if (self.dir / "postgres" / "data" / "postmaster.pid").exists():
-            self._pg("pg_ctl", "-D", str(self.dir / "postgres" / "data"), "-m", "fast", "-w", "stop", check=False)
+            self._pg(
+                "pg_ctl", "-D", str(self.dir / "postgres" / "data"), "-m", "fast", "-w", "stop", check=False
+            )
         for name in ("redis", "s3", "kubeapi"):
             processes.stop(self.pid(name))
         self.state["pids"] = {}
@@ -167,7 +171,9 @@ class Sandbox:
         argv = [str(PG_BIN / program), *args]
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
             argv = ["runuser", "-u", "postgres", "--", *argv]
-        return subprocess.run(argv, check=check, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+        return subprocess.run(
+            argv, check=check, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw
+        )
 
     def _start_postgres(self) -> None:
         home = self.dir / "postgres"
@@ -178,8 +184,18 @@ class Sandbox:
             if os.geteuid() == 0:
                 shutil.chown(home, "postgres", "postgres")
                 shutil.chown(run, "postgres", "postgres")
-            self._pg("initdb", "-D", str(data), "-U", "postgres", "-E", "UTF8", "--auth-local=trust",
-                     "--auth-host=scram-sha-256", "--no-instructions")
+            self._pg(
+                "initdb",
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-instructions",
+            )
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port("postgres")),
@@ -199,8 +215,22 @@ class Sandbox:
 
     def _psql(self, sql: str, database: str = "postgres") -> None:
         run = self.dir / "postgres" / "run"
-        self._pg("psql", "-h", str(run), "-p", str(self.port("postgres")), "-U", "postgres", "-d", database,
-                 "-v", "ON_ERROR_STOP=1", "-q", "-c", sql)
+        self._pg(
+            "psql",
+            "-h",
+            str(run),
+            "-p",
+            str(self.port("postgres")),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            sql,
+        )
 
     def _seed_database(self, recreate: bool) -> None:
         password = self.secret("postgres-password")
@@ -212,20 +242,59 @@ class Sandbox:
         )
         # The password reaches psql on its standard input, never on a command line.
         run = self.dir / "postgres" / "run"
-        self._pg("psql", "-h", str(run), "-p", str(self.port("postgres")), "-U", "postgres", "-d", "postgres",
-                 "-v", "ON_ERROR_STOP=1", "-q", input=f"ALTER ROLE {DB_USER} PASSWORD '{password}';\n")
+        self._pg(
+            "psql",
+            "-h",
+            str(run),
+            "-p",
+            str(self.port("postgres")),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            input=f"ALTER ROLE {DB_USER} PASSWORD '{password}';\n",
+        )
         self._psql(f"CREATE DATABASE {DATABASE} OWNER {DB_USER}")
         seed = (HERE / "seed.sql").read_text()
-        self._pg("psql", "-h", str(run), "-p", str(self.port("postgres")), "-U", DB_USER, "-d", DATABASE,
-                 "-v", "ON_ERROR_STOP=1", "-q", input=seed)
+        self._pg(
+            "psql",
+            "-h",
+            str(run),
+            "-p",
+            str(self.port("postgres")),
+            "-U",
+            DB_USER,
+            "-d",
+            DATABASE,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            input=seed,
+        )
 
     def _start_redis(self) -> None:
         folder = self.dir / "redis"
         folder.mkdir(parents=True, exist_ok=True)
         port = self.port("redis")
         proc = processes.spawn(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
-             "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dir",
+                str(folder),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+            ],
             self.dir / "logs" / "redis.log",
         )
         processes.wait_for_port(port, 15, proc, "redis-server")
@@ -239,8 +308,13 @@ class Sandbox:
         self.state.setdefault("pids", {})["s3"] = proc.pid
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=S3_KEY,
-                          aws_secret_access_key=S3_SECRET, region_name=S3_REGION)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_SECRET,
+            region_name=S3_REGION,
+        )
         s3.create_bucket(Bucket=BUCKET)
 
     def _start_kubeapi(self) -> None:
@@ -251,16 +325,32 @@ class Sandbox:
         ready.unlink(missing_ok=True)
         secrets_file = self._write_secret_manifests()
         proc = processes.spawn(
-            [sys.executable, "-m", "driver.sandbox.kubeapi", "--host", "127.0.0.1", "--port", str(port),
-             "--ready-delay", str(self.state["ready_delay"]), "--seed", str(HERE / "platform.yaml"),
-             "--seed", str(secrets_file), "--ready-file", str(ready)],
+            [
+                sys.executable,
+                "-m",
+                "driver.sandbox.kubeapi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--ready-delay",
+                str(self.state["ready_delay"]),
+                "--seed",
+                str(HERE / "platform.yaml"),
+                "--seed",
+                str(secrets_file),
+                "--ready-file",
+                str(ready),
+            ],
             self.dir / "logs" / "kubeapi.log",
             env={"PYTHONPATH": str(ROOT)},
         )
         deadline = time.monotonic() + 30
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Kubernetes API emulator did not start; see {self.dir / 'logs' / 'kubeapi.log'}")
+                raise RuntimeError(
+                    f"the Kubernetes API emulator did not start; see {self.dir / 'logs' / 'kubeapi.log'}"
+                )
             time.sleep(0.05)
         self.state.setdefault("pids", {})["kubeapi"] = proc.pid
         write_kubeconfig(self.dir / "kubeconfig", f"http://127.0.0.1:{port}", NAMESPACE)
@@ -278,7 +368,10 @@ class Sandbox:
                 "database": DATABASE,
                 "url": f"postgresql://{DB_USER}:{password}@127.0.0.1:{pg_port}/{DATABASE}",
             },
-            "api-keys": {"admin-key": self.secret("api-admin-key"), "webhook-key": self.secret("api-webhook-key")},
+            "api-keys": {
+                "admin-key": self.secret("api-admin-key"),
+                "webhook-key": self.secret("api-webhook-key"),
+            },
         }
         docs = [
             {

@@ -3,6 +3,7 @@ the state folder, each one's pid recorded so ``sandbox down`` stops exactly what
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -77,7 +78,5 @@ def stop(pid: int | None, timeout: float = 10.0) -> None:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     if alive(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

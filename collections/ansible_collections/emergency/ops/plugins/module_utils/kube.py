@@ -117,7 +117,7 @@ class Kube:
             response = self.api.call_api(*serialized, _request_timeout=self.timeout)
             data = response.read()
         except Exception as exc:  # connection refused, DNS, TLS: the API is unreachable
-            raise KubeError(0, "Unreachable", "cannot reach the Kubernetes API: %s" % exc)
+            raise KubeError(0, "Unreachable", "cannot reach the Kubernetes API: %s" % exc) from exc
         try:
             document = json.loads(data) if data else {}
         except ValueError:

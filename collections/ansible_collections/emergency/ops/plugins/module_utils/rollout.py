@@ -23,7 +23,10 @@ def rollout_state(obj):
         return "progressing", "%s %s: waiting for the controller to observe the change" % (kind, name)
     if kind == "Deployment":
         for condition in status.get("conditions", []):
-            if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            if (
+                condition.get("type") == "Progressing"
+                and condition.get("reason") == "ProgressDeadlineExceeded"
+            ):
                 return "failed", "Deployment %s exceeded its progress deadline" % name
         updated = status.get("updatedReplicas", 0)
         if updated < wanted:
@@ -91,7 +94,12 @@ def diagnose(kube, obj, max_events=8):
     events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
     recent = [
         "%s %s %s: %s"
-        % (e.get("type", ""), e.get("reason", ""), e.get("involvedObject", {}).get("name", ""), e.get("message", ""))
+        % (
+            e.get("type", ""),
+            e.get("reason", ""),
+            e.get("involvedObject", {}).get("name", ""),
+            e.get("message", ""),
+        )
         for e in events[-max_events:]
     ]
     return {"pods_not_ready": not_ready, "recent_events": recent}

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: lease
 short_description: Take or release the lock that gives one operator a namespace
 description:
-  - A C(coordination.k8s.io/v1) Lease is the lock: it works across machines and AWX execution
+  - A C(coordination.k8s.io/v1) Lease is the lock; it works across machines and AWX execution
     nodes because it lives in the cluster. Its holder is the incident id.
   - V(present) takes the Lease when it is free, released or expired, renews it when the same incident
     already holds it (re-entry), and fails with RV(outcome=refused) naming the holder when another
@@ -58,9 +58,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-holder: {description: Holder of the Lease after the call (empty when released)., returned: always, type: str}
-acquired: {description: Whether this call took a free or expired Lease., returned: always, type: bool}
-outcome: {description: V(refused) when another incident holds the lock, V(unreachable) when the API cannot be reached., returned: on failure, type: str}
+holder:
+  description: Holder of the Lease after the call (empty when released).
+  returned: always
+  type: str
+acquired:
+  description: Whether this call took a free or expired Lease.
+  returned: always
+  type: bool
+outcome:
+  description: V(refused) when another incident holds the lock, V(unreachable) when the API cannot be reached.
+  returned: on failure
+  type: str
 """
 
 import datetime
@@ -158,8 +167,9 @@ def main():
         module.exit_json(changed=False, holder=holder, acquired=True, previous_holder=current)
     except KubeError as exc:
         if exc.status == 409:
-            module.fail_json(msg="lock %s in %s was taken by another run just now" % (name, namespace),
-                             outcome="refused")
+            module.fail_json(
+                msg="lock %s in %s was taken by another run just now" % (name, namespace), outcome="refused"
+            )
         module.fail_json(
             msg="lock %s in %s: %s" % (name, namespace, exc),
             outcome="unreachable" if exc.status == 0 else "failed",

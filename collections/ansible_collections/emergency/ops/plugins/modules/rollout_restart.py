@@ -22,7 +22,8 @@ version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
   kubeconfig:
-    description: Path to the kubeconfig; the usual defaults (E(K8S_AUTH_KUBECONFIG), E(KUBECONFIG), in-cluster) apply.
+    description:
+      - Path to the kubeconfig; the usual defaults (E(K8S_AUTH_KUBECONFIG), E(KUBECONFIG), in-cluster) apply.
     type: path
   context:
     description: Kubeconfig context to use.
@@ -87,7 +88,9 @@ services:
     previous_revision: {description: Revision before the restart., type: str}
     new_revision: {description: Revision once the rollout completed., type: str}
     seconds_to_ready: {description: Seconds from the restart until every replica was ready., type: float}
-    prior: {description: State recorded before the change (replicas, images, revision, restartedAt)., type: dict}
+    prior:
+      description: State recorded before the change (replicas, images, revision, restartedAt).
+      type: dict
 failed_service:
   description: The workload whose rollout did not complete, with its pods' state and recent events.
   returned: on failure
@@ -128,7 +131,7 @@ def restart_patch(incident):
     }
 
 
-def wait_for_rollout(module, kube, kind, name, timeout, interval):
+def wait_for_rollout(kube, kind, name, timeout, interval):
     """Returns ``(object, state, message)`` once the rollout completes, fails, or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
@@ -221,7 +224,7 @@ def main():
                 kube.patch(kind, name, restart_patch(incident))
                 changed = True
             obj, state, message = wait_for_rollout(
-                module, kube, kind, name, params["timeout"], params["poll_interval"]
+                kube, kind, name, params["timeout"], params["poll_interval"]
             )
             entry["new_revision"] = revision(obj)
             entry["seconds_to_ready"] = round(time.monotonic() - started, 2) if not done else 0.0

@@ -1,0 +1,121 @@
+"""Shared fixtures.
+
+End-to-end tests run against the sandbox, started once per test session in its own folder and
+stopped at the end. To run them against a real cluster and database instead, point
+``EMERGENCY_TEST_INVENTORY`` at an inventory for it (and ``KUBECONFIG`` at the cluster); the
+sandbox is then not started (see docs/real-cluster.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from driver import ROOT
+
+sys.path.insert(0, str(ROOT / "collections"))
+from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
+
+
+@dataclass
+class Target:
+    inventory: str
+    kubeconfig: str | None
+    namespace: str
+    env: dict[str, str]
+    status: dict | None  # the sandbox's endpoints, None on a real cluster
+
+    def kube(self) -> Kube:
+        return Kube(self.kubeconfig, None, self.namespace)
+
+
+@pytest.fixture(scope="session")
+def target():
+    real = os.environ.get("EMERGENCY_TEST_INVENTORY")
+    if real:
+        yield Target(
+            real,
+            os.environ.get("KUBECONFIG"),
+            os.environ.get("EMERGENCY_TEST_NAMESPACE", "matchbook"),
+            {},
+            None,
+        )
+        return
+    from driver.sandbox.platform import Sandbox
+
+    # PostgreSQL runs as its own user, so the folder must be reachable by it (pytest's tmp is 0700).
+    folder = Path(tempfile.mkdtemp(prefix="emergency-sandbox-", dir="/tmp"))
+    env = {"EMERGENCY_SANDBOX_DIR": str(folder), "EMERGENCY_SANDBOX_READY_DELAY": "0.5"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    sandbox = Sandbox(folder)
+    try:
+        status = sandbox.up()
+        yield Target(
+            str(ROOT / "inventories" / "sandbox"), status["kubeconfig"], status["namespace"], env, status
+        )
+    finally:
+        sandbox.destroy()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass
+class DriverRun:
+    rc: int
+    result: dict | None
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def incidents(tmp_path):
+    return tmp_path / "incidents"
+
+
+@pytest.fixture
+def driver(target, incidents):
+    """Runs ``python -m driver`` as an operator would, in a subprocess, and parses its --json result."""
+
+    def run(*args: str, json_output: bool = True, timeout: float = 300) -> DriverRun:
+        argv = [sys.executable, "-m", "driver", *args, "--incidents-dir", str(incidents)]
+        if json_output:
+            argv.append("--json")
+        if "--inventory" not in args:
+            argv += ["--inventory", target.inventory]
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env={**os.environ, **target.env},
+            stdin=subprocess.DEVNULL,
+        )
+        result = None
+        if json_output and proc.stdout.strip().startswith("{"):
+            result = json.loads(proc.stdout)
+        return DriverRun(proc.returncode, result, proc.stdout, proc.stderr)
+
+    return run
+
+
+def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,93 @@
+"""The driver's own logic: settings, registry, incident records, result schema."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from driver import argspec, cli, incident, settings
+from driver.registry import PROCEDURES
+from driver.results import SCHEMA, Result
+
+
+def test_every_procedure_has_playbook_role_and_documented_arguments():
+    from driver import ROOT
+
+    for procedure in PROCEDURES.values():
+        assert (ROOT / "playbooks" / procedure.playbook).is_file()
+        assert procedure.description, procedure.name
+        for argument in procedure.arguments:
+            assert procedure.help_for(argument), (procedure.name, argument.flag)
+        spec_options = argspec.entry_point(procedure.role)["options"]
+        for var in (procedure.force_var, procedure.timeout_var):
+            assert var is None or var in spec_options
+
+
+def test_settings_record_their_source(monkeypatch):
+    monkeypatch.setenv("EMERGENCY_SEVERITY", "P0")
+    monkeypatch.delenv("EMERGENCY_TIMEOUT", raising=False)
+    args = cli.build_parser().parse_args(["restart", "--all", "--timeout", "42"])
+    values, sources = settings.resolve(args)
+    assert (values["severity"], sources["severity"]) == ("P0", "env:EMERGENCY_SEVERITY")
+    assert (values["timeout"], sources["timeout"]) == (42, "cli")
+    assert sources["inventory"] == "default"
+
+
+def test_list_shows_every_procedure(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in PROCEDURES:
+        assert name in out
+
+
+def test_help_comes_from_the_argument_spec(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["restart", "--help"])
+    assert caught.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert argspec.description("restart", "restart_all").split(".")[0] in out
+    assert "--incident" in out and "--check" in out and "Runbooks:" in out
+
+
+def test_new_incident_ids_do_not_collide(tmp_path):
+    moment = incident.utcnow().replace(year=2026, month=11, day=22, hour=9, minute=31, second=12)
+    first = incident.new_id(tmp_path, moment)
+    assert first == "INC-20261122-093112"
+    (tmp_path / first).mkdir()
+    assert incident.new_id(tmp_path, moment) == "INC-20261122-093112-2"
+
+
+def test_incident_files_are_private(tmp_path):
+    record = incident.Incident(tmp_path, "INC-1")
+    ident = record.next_run("restart")
+    assert ident == "001-restart"
+    assert record.next_run("restart") == "002-restart"
+    path = record.write_result(ident, {"schema": SCHEMA})
+    record.append_timeline({"event": "started"})
+    record.append_timeline({"event": "finished"})
+    assert [e["event"] for e in record.timeline()] == ["started", "finished"]
+    for file in (path, record.folder / "timeline.jsonl"):
+        assert stat.S_IMODE(os.stat(file).st_mode) == 0o600
+
+
+def test_result_schema_fields():
+    data = Result("restart", {"id": "INC-1"}, {}, {}, False, "2026-11-22T09:31:00Z").to_dict()
+    required = {
+        "schema",
+        "procedure",
+        "incident",
+        "status",
+        "changed",
+        "check_mode",
+        "started_at",
+        "finished_at",
+        "steps",
+        "outputs",
+        "prior_state",
+        "errors",
+        "exit_code",
+    }
+    assert required <= set(data)
+    assert data["schema"] == SCHEMA
+    json.dumps(data)
