@@ -30,11 +30,20 @@ def sandbox(**env: str) -> Iterator[tuple[Sandbox, dict]]:
 
 def timed(argv: list[str] | str, env: dict | None = None, shell: bool = False) -> float:
     started = time.perf_counter()
-    proc = subprocess.run(argv, shell=shell, cwd=ROOT, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        argv,
+        shell=shell,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
-        sys.exit(f"benchmark command failed ({proc.returncode}): {argv}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        sys.exit(
+            f"benchmark command failed ({proc.returncode}): {argv}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
     return elapsed
 
 

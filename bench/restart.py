@@ -38,8 +38,22 @@ def main() -> None:
         print(f"sandbox ready delay {box.state['ready_delay']}s per pod; {args.repetitions} repetitions")
         for n in range(args.repetitions):
             kubectl.append(timed(script, env=env, shell=True))
-            driver.append(timed([sys.executable, "-m", "driver", "restart", "--all", "--json",
-                                 "--incident", f"BENCH-{uuid.uuid4().hex[:8]}", "--incidents-dir", str(incidents)]))
+            driver.append(
+                timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "driver",
+                        "restart",
+                        "--all",
+                        "--json",
+                        "--incident",
+                        f"BENCH-{uuid.uuid4().hex[:8]}",
+                        "--incidents-dir",
+                        str(incidents),
+                    ]
+                )
+            )
             print(f"run {n + 1}: kubectl script {kubectl[-1]:.2f}s, driver {driver[-1]:.2f}s", flush=True)
         print(f"median: kubectl script {median(kubectl):.2f}s, driver {median(driver):.2f}s")
         print(f"restart_vs_kubectl={median(driver) / median(kubectl):.2f}")

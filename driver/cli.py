@@ -306,12 +306,18 @@ class Run:
             print(f"              {step.message}", flush=True)
 
     def summary(self, result: Result, path: Path) -> None:
+        changed = f"{'would change' if result.check_mode else 'changed'}={str(result.changed).lower()}"
+        mode = " (check mode: nothing was changed)" if result.check_mode else ""
         print(
-            f"{result.status.upper()} {result.procedure}: changed={str(result.changed).lower()} "
+            f"{result.status.upper()} {result.procedure}{mode}: {changed} "
             f"in {result.duration_seconds:.1f}s (exit {result.exit_code})"
         )
-        for key, value in result.outputs.items():
-            print(f"  {key}: {json.dumps(value, default=str)}")
+        if self.procedure.summarize:
+            for line in self.procedure.summarize(result.outputs):
+                print(f"  {line}")
+        else:
+            for key, value in result.outputs.items():
+                print(f"  {key}: {json.dumps(value, default=str)}")
         for error in result.errors:
             where = f" at '{error['step']}'" if error.get("step") else ""
             print(f"  {error['kind']}{where}: {error.get('message', '')}", file=sys.stderr)

@@ -3,6 +3,7 @@ validates against exactly what the playbook will see."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,10 @@ class Platform:
         from ansible.parsing.dataloader import DataLoader
         from ansible.plugins.loader import init_plugin_loader
 
-        init_plugin_loader([str(ROOT / "collections")])  # lookups resolve as in a playbook run
+        # Lookups must resolve as in a playbook run; the loader may already be set up in this process.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            init_plugin_loader([str(ROOT / "collections")])
         return templar_class(loader=DataLoader(), variables=self.variables)
 
 

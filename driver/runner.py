@@ -17,6 +17,14 @@ from typing import Any
 from driver import ROOT
 from driver.results import Step
 
+# Structural tasks (including a role, validating its arguments) are only worth a step when they fail.
+STRUCTURAL = {
+    "ansible.builtin.include_role",
+    "ansible.builtin.validate_argument_spec",
+    "include_role",
+    "validate_argument_spec",
+}
+
 TASK_EVENTS = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -65,6 +73,8 @@ def run_playbook(
             ignored = bool(data.get("ignore_errors"))
             if status == "ok" and res.get("changed"):
                 status = "changed"
+            if data.get("task_action") in STRUCTURAL and status in ("ok", "skipped"):
+                return True
             step = Step(
                 name=data.get("task", ""),
                 host=data.get("host", ""),
