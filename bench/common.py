@@ -41,9 +41,8 @@ def timed(argv: list[str] | str, env: dict | None = None, shell: bool = False) -
     )
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
-        sys.exit(
-            f"benchmark command failed ({proc.returncode}): {argv}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-        )
+        tail = f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        sys.exit(f"benchmark command failed ({proc.returncode}): {argv}\n{tail}")
     return elapsed
 
 

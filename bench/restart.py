@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import median, sandbox, timed  # noqa: E402
+from bench.common import median, sandbox, timed
 
 SERVICES = ("indexer", "api", "crank")
 
