@@ -212,11 +212,8 @@ class Controllers:
     # ------------------------------------------------------------ nodes
     def nodes(self):
         for i, node in enumerate(self.store.list("/nodes")):
-            status = node.get("status") or {}
-            if status.get("conditions") and "nodeInfo" in status:
-                continue
-            new = copy.deepcopy(node)
-            st, now = new.setdefault("status", {}), now_iso()
+            new, now = copy.deepcopy(node), now_iso()
+            st = new.setdefault("status", {})
             if not st.get("conditions"):
                 st["conditions"] = [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                                      "message": "kubelet is posting ready status", "lastHeartbeatTime": now,
@@ -226,9 +223,10 @@ class Controllers:
             capacity = {"cpu": "4", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"}
             st.setdefault("capacity", capacity)
             st.setdefault("allocatable", capacity)
-            st.setdefault("nodeInfo", {"kubeletVersion": "v1.32.0", "containerRuntimeVersion": "containerd://1.7.0",
-                                       "operatingSystem": "linux", "architecture": "amd64",
-                                       "osImage": "Linux", "kernelVersion": "6.1.0"})
+            info = {"kubeletVersion": "v1.32.0", "kubeProxyVersion": "", "containerRuntimeVersion": "containerd://1.7.0",
+                    "operatingSystem": "linux", "architecture": "amd64", "osImage": "Linux", "kernelVersion": "6.1.0",
+                    "machineID": node["metadata"]["name"], "systemUUID": node["metadata"]["name"], "bootID": "sandbox"}
+            st["nodeInfo"] = dict(info, **(st.get("nodeInfo") or {}))
             self.write(R["Node"], node, new)
 
     def ready_nodes(self, pod_spec, schedulable=True):
