@@ -1,6 +1,7 @@
 """The procedures: which playbook, which arguments (mapped to role variables), whether destructive.
 
-Adding a procedure is one entry here, a playbook and a role with its argument spec.
+Each family of procedures declares its entries in a module of ``driver.procedures``; adding a
+procedure is one entry there, a playbook and a role with its argument spec.
 """
 
 from __future__ import annotations
@@ -46,45 +47,14 @@ class Procedure:
         return argspec.description(self.role, argument.var)
 
 
-def summarize_restart(outputs: dict[str, Any]) -> list[str]:
-    restart = outputs.get("restart", {})
-    lines = []
-    for s in restart.get("services", []):
-        if s.get("new_revision") is None:
-            lines.append(f"{s['name']}: would restart (now at revision {s['previous_revision']})")
-        elif s.get("restarted"):
-            ready = f", ready in {s['seconds_to_ready']}s" if s.get("seconds_to_ready") is not None else ""
-            lines.append(f"{s['name']}: revision {s['previous_revision']} -> {s['new_revision']}{ready}")
-        else:
-            lines.append(f"{s['name']}: already restarted for this incident (revision {s['new_revision']})")
-    failed = restart.get("failed_service")
-    if failed:
-        lines.append(f"{failed['name']} NOT READY: {failed.get('reason', '')}")
-        lines += [f"  pod {pod}" for pod in failed.get("pods_not_ready", [])]
-        lines += [f"  event {event}" for event in failed.get("recent_events", [])]
-    return lines
+def _collect() -> dict[str, Procedure]:
+    from driver.procedures import restart
+
+    procedures: dict[str, Procedure] = {}
+    for family in (restart,):
+        for procedure in family.PROCEDURES:
+            procedures[procedure.name] = procedure
+    return procedures
 
 
-PROCEDURES: dict[str, Procedure] = {
-    p.name: p
-    for p in (
-        Procedure(
-            name="restart",
-            role="restart",
-            runbooks=(
-                "000 Restart Single Service",
-                "000 Restart All Services (ordered)",
-                "001 Quick Restart",
-                "002/003 restart steps",
-            ),
-            arguments=(
-                Argument("--service", "restart_services", kind="list", names="service", metavar="NAME"),
-                Argument("--all", "restart_all", kind="bool"),
-            ),
-            one_of=("--service", "--all"),
-            force_var="restart_force",
-            timeout_var="restart_timeout",
-            summarize=summarize_restart,
-        ),
-    )
-}
+PROCEDURES: dict[str, Procedure] = _collect()
