@@ -1,4 +1,5 @@
 """Emulated Kubernetes API server for the sandbox (stdlib + PyYAML)."""
+
 import os
 
 import yaml
@@ -11,11 +12,14 @@ __all__ = ["KubeAPIServer", "write_kubeconfig", "load_manifests"]
 def write_kubeconfig(path, url, namespace="default"):
     """Write a kubeconfig (cluster/user/context all named ``sandbox``) with mode 0600."""
     config = {
-        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
         "clusters": [{"name": "sandbox", "cluster": {"server": url}}],
         "users": [{"name": "sandbox", "user": {"token": "sandbox-token"}}],
-        "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox",
-                                                    "namespace": namespace}}],
+        "contexts": [
+            {"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox", "namespace": namespace}}
+        ],
         "current-context": "sandbox",
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

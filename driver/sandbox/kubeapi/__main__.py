@@ -1,4 +1,5 @@
 """python -m driver.sandbox.kubeapi --host 127.0.0.1 --port 8080 [--seed FILE ...] [--ready-file PATH]"""
+
 import argparse
 import logging
 import os
@@ -18,8 +19,10 @@ def main(argv=None):
     parser.add_argument("--ready-file", help="write the listening port here once serving and seeded")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -1,6 +1,7 @@
 """Resource semantics shared by the HTTP layer, ``load()`` and the controllers:
 create/update/patch/delete with defaulting, validation, status subresources,
 generation tracking, scale, eviction and pod disruption budgets."""
+
 import base64
 import copy
 import json
@@ -34,20 +35,37 @@ def kind_name(res):
 
 
 def not_found(res, name):
-    return APIError(404, "NotFound", f'{qualified(res)} "{name}" not found',
-                    {"name": name, "group": res.group, "kind": res.plural})
+    return APIError(
+        404,
+        "NotFound",
+        f'{qualified(res)} "{name}" not found',
+        {"name": name, "group": res.group, "kind": res.plural},
+    )
 
 
 def conflict(res, name):
-    return APIError(409, "Conflict", f'Operation cannot be fulfilled on {qualified(res)} "{name}": '
-                    "the object has been modified; please apply your changes to the latest version "
-                    "and try again", {"name": name, "group": res.group, "kind": res.plural})
+    return APIError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified(res)} "{name}": '
+        "the object has been modified; please apply your changes to the latest version "
+        "and try again",
+        {"name": name, "group": res.group, "kind": res.plural},
+    )
 
 
 def invalid(res, name, field, message):
-    return APIError(422, "Invalid", f'{kind_name(res)} "{name}" is invalid: {field}: {message}',
-                    {"name": name, "group": res.group, "kind": res.kind,
-                     "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}]})
+    return APIError(
+        422,
+        "Invalid",
+        f'{kind_name(res)} "{name}" is invalid: {field}: {message}',
+        {
+            "name": name,
+            "group": res.group,
+            "kind": res.kind,
+            "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}],
+        },
+    )
 
 
 def int_or_percent(value, total, round_up):
@@ -58,8 +76,10 @@ def int_or_percent(value, total, round_up):
 
 
 def pod_ready(pod):
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def pdb_status(pdb, pods):
@@ -103,18 +123,29 @@ class API:
             raise APIError(400, "BadRequest", "the request body must be a JSON/YAML object")
         want = discovery.api_version(res)
         if obj.get("apiVersion") not in (None, want) and not (
-                res.kind == "HorizontalPodAutoscaler" and obj["apiVersion"].startswith("autoscaling/")):
-            raise APIError(400, "BadRequest", f"the API version in the data ({obj['apiVersion']}) does "
-                           f"not match the expected API version ({want})")
+            res.kind == "HorizontalPodAutoscaler" and obj["apiVersion"].startswith("autoscaling/")
+        ):
+            raise APIError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({obj['apiVersion']}) does "
+                f"not match the expected API version ({want})",
+            )
         if obj.get("kind") not in (None, res.kind):
-            raise APIError(400, "BadRequest", f"the kind in the data ({obj['kind']}) does not match "
-                           f"the expected kind ({res.kind})")
+            raise APIError(
+                400,
+                "BadRequest",
+                f"the kind in the data ({obj['kind']}) does not match the expected kind ({res.kind})",
+            )
         obj.update(apiVersion=want, kind=res.kind)
         meta = obj.setdefault("metadata", {})
         if res.namespaced:
             if ns and meta.get("namespace") not in (None, "", ns):
-                raise APIError(400, "BadRequest", "the namespace of the provided object does not "
-                               "match the namespace sent on the request")
+                raise APIError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = ns or meta.get("namespace") or "default"
         else:
             meta.pop("namespace", None)
@@ -132,8 +163,12 @@ class API:
             meta["name"] = meta["generateName"] + rand_suffix()
         with self.store.lock:
             if self.store.get(discovery.rkey(res), meta.get("namespace"), meta.get("name", "")):
-                raise APIError(409, "AlreadyExists", f'{qualified(res)} "{meta["name"]}" already exists',
-                               {"name": meta["name"], "group": res.group, "kind": res.plural})
+                raise APIError(
+                    409,
+                    "AlreadyExists",
+                    f'{qualified(res)} "{meta["name"]}" already exists',
+                    {"name": meta["name"], "group": res.group, "kind": res.plural},
+                )
             for key in ("resourceVersion", "deletionTimestamp", "managedFields", "selfLink"):
                 meta.pop(key, None)
             meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_iso(), generation=1)
@@ -145,8 +180,11 @@ class API:
                 return self.view(res, obj)
             self.store.put(discovery.rkey(res), obj)
             if res.kind == "Namespace":
-                self.create(discovery.BY_PATH[("", "v1", "serviceaccounts")], meta["name"],
-                            {"metadata": {"name": "default"}})
+                self.create(
+                    discovery.BY_PATH[("", "v1", "serviceaccounts")],
+                    meta["name"],
+                    {"metadata": {"name": "default"}},
+                )
             return self.view(res, obj)
 
     def update(self, res, ns, name, body, sub=None, dry_run=False):
@@ -157,21 +195,33 @@ class API:
                 return self._scale_write(res, old, obj, dry_run)
             meta = self._check(res, obj, ns)
             if meta.get("name") not in (None, name):
-                raise APIError(400, "BadRequest", f"the name of the object ({meta['name']}) does not "
-                               f"match the name on the URL ({name})")
+                raise APIError(
+                    400,
+                    "BadRequest",
+                    f"the name of the object ({meta['name']}) does not match the name on the URL ({name})",
+                )
             return self._save(res, old, obj, sub, dry_run)
 
     def patch(self, res, ns, name, content_type, raw, sub=None, dry_run=False):
         ctype = (content_type or "").split(";")[0].strip()
         try:
-            patch = (yaml.safe_load if ctype == "application/apply-patch+yaml" else json.loads)(raw or b"null")
+            patch = (yaml.safe_load if ctype == "application/apply-patch+yaml" else json.loads)(
+                raw or b"null"
+            )
         except (ValueError, yaml.YAMLError) as exc:
             raise APIError(400, "BadRequest", f"error decoding patch: {exc}") from None
         with self.store.lock:
-            if ctype == "application/apply-patch+yaml" and self.store.get(
-                    discovery.rkey(res), ns if res.namespaced else "", name) is None and not sub:
-                return self.create(res, ns, dict(patch or {}, metadata=dict(
-                    (patch or {}).get("metadata") or {}, name=name)), dry_run), 201
+            if (
+                ctype == "application/apply-patch+yaml"
+                and self.store.get(discovery.rkey(res), ns if res.namespaced else "", name) is None
+                and not sub
+            ):
+                return self.create(
+                    res,
+                    ns,
+                    dict(patch or {}, metadata=dict((patch or {}).get("metadata") or {}, name=name)),
+                    dry_run,
+                ), 201
             old = self.get(res, ns, name)
             current = self.scale_of(res, old) if sub == "scale" else self.view(res, copy.deepcopy(old))
             try:
@@ -184,14 +234,20 @@ class API:
                 elif ctype in ("application/merge-patch+json", "application/apply-patch+yaml"):
                     patched = merge_patch(current, patch)
                 else:
-                    raise APIError(415, "UnsupportedMediaType",
-                                   f"the body of the request was in an unknown format - accepted media "
-                                   "types include: application/json-patch+json, application/merge-patch"
-                                   "+json, application/apply-patch+yaml, application/strategic-merge-"
-                                   "patch+json")
+                    raise APIError(
+                        415,
+                        "UnsupportedMediaType",
+                        f"the body of the request was in an unknown format - accepted media "
+                        "types include: application/json-patch+json, application/merge-patch"
+                        "+json, application/apply-patch+yaml, application/strategic-merge-"
+                        "patch+json",
+                    )
             except PatchError as exc:
-                raise (APIError(422, "Invalid", str(exc)) if exc.invalid
-                       else APIError(400, "BadRequest", str(exc))) from None
+                raise (
+                    APIError(422, "Invalid", str(exc))
+                    if exc.invalid
+                    else APIError(400, "BadRequest", str(exc))
+                ) from None
             if not isinstance(patched, dict):
                 raise APIError(400, "BadRequest", "the patch must produce an object")
             if sub == "scale":
@@ -230,7 +286,9 @@ class API:
             old = self.get(res, ns, name)
             pre = options.get("preconditions") or {}
             if pre.get("uid") not in (None, old["metadata"]["uid"]) or pre.get("resourceVersion") not in (
-                    None, old["metadata"]["resourceVersion"]):
+                None,
+                old["metadata"]["resourceVersion"],
+            ):
                 raise conflict(res, name)
             if dry_run:
                 return self.view(res, old)
@@ -242,7 +300,9 @@ class API:
                             self.store.remove(discovery.rkey(other), name, obj["metadata"]["name"])
             if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents"):
                 self._orphan(uid)
-            return self.view(res, self.store.remove(discovery.rkey(res), old["metadata"].get("namespace"), name))
+            return self.view(
+                res, self.store.remove(discovery.rkey(res), old["metadata"].get("namespace"), name)
+            )
 
     def _orphan(self, uid):
         for rkey in list(self.store.objects):
@@ -257,20 +317,32 @@ class API:
     @staticmethod
     def scale_of(res, obj):
         meta = obj["metadata"]
-        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                                  "creationTimestamp") if k in meta},
-                "spec": {"replicas": obj.get("spec", {}).get("replicas", 1)},
-                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                           "selector": selector_string(obj.get("spec", {}).get("selector"))}}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
+            "spec": {"replicas": obj.get("spec", {}).get("replicas", 1)},
+            "status": {
+                "replicas": (obj.get("status") or {}).get("replicas", 0),
+                "selector": selector_string(obj.get("spec", {}).get("selector")),
+            },
+        }
 
     def _scale_write(self, res, old, scale, dry_run):
         if not isinstance(scale, dict) or not isinstance(scale.get("spec"), dict):
             raise APIError(400, "BadRequest", "the body must be an autoscaling/v1 Scale")
         replicas = scale["spec"].get("replicas", 0)
         if not isinstance(replicas, int) or replicas < 0:
-            raise invalid(res, old["metadata"]["name"], "spec.replicas", f"Invalid value: {replicas!r}: "
-                          "must be greater than or equal to 0")
+            raise invalid(
+                res,
+                old["metadata"]["name"],
+                "spec.replicas",
+                f"Invalid value: {replicas!r}: must be greater than or equal to 0",
+            )
         new = copy.deepcopy(old)
         new["spec"]["replicas"] = replicas
         rv = (scale.get("metadata") or {}).get("resourceVersion")
@@ -288,11 +360,20 @@ class API:
                     continue
                 _, healthy, desired, allowed = pdb_status(pdb, all_pods)
                 if (allowed if pod_ready(pod) else healthy >= desired) <= 0:
-                    raise APIError(429, "TooManyRequests", "Cannot evict pod as it would violate the "
-                                   "pod's disruption budget.", {"causes": [{
-                                       "reason": "DisruptionBudget",
-                                       "message": f"The disruption budget {pdb['metadata']['name']} needs "
-                                                  f"{desired} healthy pods and has {healthy} currently"}]})
+                    raise APIError(
+                        429,
+                        "TooManyRequests",
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                        {
+                            "causes": [
+                                {
+                                    "reason": "DisruptionBudget",
+                                    "message": f"The disruption budget {pdb['metadata']['name']} needs "
+                                    f"{desired} healthy pods and has {healthy} currently",
+                                }
+                            ]
+                        },
+                    )
             if not dry_run:
                 self.delete(pods, ns, name)
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
@@ -300,7 +381,9 @@ class API:
     # ------------------------------------------------------------ defaulting and validation
     def _default(self, res, obj):
         kind, meta = res.kind, obj["metadata"]
-        spec = obj.setdefault("spec", {}) if kind in WORKLOADS + ("Pod", "Service", "Node") else obj.get("spec")
+        spec = (
+            obj.setdefault("spec", {}) if kind in WORKLOADS + ("Pod", "Service", "Node") else obj.get("spec")
+        )
         if kind == "Namespace":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name")
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
@@ -319,7 +402,8 @@ class API:
             for c in spec.get("containers") or []:
                 if isinstance(c, dict):
                     latest = ":" not in str(c.get("image", "")).rsplit("/", 1)[-1] or str(
-                        c.get("image")).endswith(":latest")
+                        c.get("image")
+                    ).endswith(":latest")
                     c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
             obj.setdefault("status", {"phase": "Pending", "qosClass": "BestEffort"})
         elif kind == "Service":
@@ -350,8 +434,10 @@ class API:
             spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
             spec.setdefault("serviceName", "")
         if kind == "DaemonSet":
-            spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {
-                "maxUnavailable": 1, "maxSurge": 0}})
+            spec.setdefault(
+                "updateStrategy",
+                {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+            )
         if kind in WORKLOADS and kind != "ReplicaSet":
             spec.setdefault("revisionHistoryLimit", 10)
 
@@ -360,26 +446,40 @@ class API:
         if not name:
             raise invalid(res, name, "metadata.name", "Required value: name or generateName is required")
         if res.group != "rbac.authorization.k8s.io" and (len(name) > 253 or not NAME_RE.match(name)):
-            raise invalid(res, name, "metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 '
-                          "subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                          "and must start and end with an alphanumeric character")
+            raise invalid(
+                res,
+                name,
+                "metadata.name",
+                f'Invalid value: "{name}": a lowercase RFC 1123 '
+                "subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+                "and must start and end with an alphanumeric character",
+            )
         if "/" in name or "%" in name:
             raise invalid(res, name, "metadata.name", f'Invalid value: "{name}"')
-        if not isinstance(meta.get("labels") or {}, dict) or not isinstance(meta.get("annotations") or {}, dict):
+        if not isinstance(meta.get("labels") or {}, dict) or not isinstance(
+            meta.get("annotations") or {}, dict
+        ):
             raise invalid(res, name, "metadata", "labels and annotations must be string maps")
         spec = obj.get("spec") or {}
         if res.kind in WORKLOADS:
             selector = spec.get("selector")
-            if not isinstance(selector, dict) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+            if not isinstance(selector, dict) or not (
+                selector.get("matchLabels") or selector.get("matchExpressions")
+            ):
                 raise invalid(res, name, "spec.selector", "Required value")
             template = spec.get("template") or {}
             labels = (template.get("metadata") or {}).get("labels") or {}
             if not labels_match(selector_from_spec(selector), labels):
-                raise invalid(res, name, "spec.template.metadata.labels",
-                              f"Invalid value: {json.dumps(labels)}: `selector` does not match template `labels`")
+                raise invalid(
+                    res,
+                    name,
+                    "spec.template.metadata.labels",
+                    f"Invalid value: {json.dumps(labels)}: `selector` does not match template `labels`",
+                )
             if old is not None and selector != (old.get("spec") or {}).get("selector"):
-                raise invalid(res, name, "spec.selector", f"Invalid value: {json.dumps(selector)}: "
-                              "field is immutable")
+                raise invalid(
+                    res, name, "spec.selector", f"Invalid value: {json.dumps(selector)}: field is immutable"
+                )
             self._validate_pod_spec(res, name, template.get("spec"), "spec.template.spec")
             if not isinstance(spec.get("replicas", 0), int) or spec.get("replicas", 0) < 0:
                 raise invalid(res, name, "spec.replicas", "Invalid value: must be greater than or equal to 0")

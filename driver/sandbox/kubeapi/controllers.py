@@ -4,6 +4,7 @@ status defaults, Events and ownerReference garbage collection.
 
 Everything runs on one thread while holding the store lock; controllers only
 write when an object actually changes, so an idle cluster causes no writes."""
+
 import collections
 import copy
 import hashlib
@@ -19,9 +20,13 @@ from .store import labels_match, now_iso, parse_time, selector_from_spec
 
 log = logging.getLogger(__name__)
 R = {r.kind: r for r in discovery.RESOURCES if r.version == "v1" and r.group in ("", "apps")}
-SKIP_ANNOTATIONS = {"kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision",
-                    "deployment.kubernetes.io/revision-history", "deployment.kubernetes.io/desired-replicas",
-                    "deployment.kubernetes.io/max-replicas"}
+SKIP_ANNOTATIONS = {
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+}
 REVISION = "deployment.kubernetes.io/revision"
 
 
@@ -64,17 +69,27 @@ def revision(rs):
 
 def controlled_by(obj, owner):
     uid = owner["metadata"]["uid"]
-    return any(r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])
+    return any(
+        r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or []
+    )
 
 
 def owner_ref(owner):
     meta = owner["metadata"]
-    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
-            "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def cond(obj, ctype):
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None)
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), None
+    )
 
 
 def set_cond(conds, ctype, status, now, reason=None, message=None, bump=False, probe=False):
@@ -96,9 +111,14 @@ def set_cond(conds, ctype, status, now, reason=None, message=None, bump=False, p
 
 
 def available(pod, min_ready):
-    ready = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
-    return bool(ready and ready.get("status") == "True" and (
-        not min_ready or time.time() - parse_time(ready.get("lastTransitionTime")) >= min_ready))
+    ready = next(
+        (c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None
+    )
+    return bool(
+        ready
+        and ready.get("status") == "True"
+        and (not min_ready or time.time() - parse_time(ready.get("lastTransitionTime")) >= min_ready)
+    )
 
 
 def broken(image):
@@ -106,8 +126,10 @@ def broken(image):
 
 
 def node_fits(node, pod_spec):
-    return labels_match([(k, "=", {v}) for k, v in (pod_spec.get("nodeSelector") or {}).items()],
-                        node["metadata"].get("labels"))
+    return labels_match(
+        [(k, "=", {v}) for k, v in (pod_spec.get("nodeSelector") or {}).items()],
+        node["metadata"].get("labels"),
+    )
 
 
 def without_zeros(status, keep=()):
@@ -140,8 +162,12 @@ class Controllers:
 
     def reconcile(self):
         self.nodes()
-        for kind, sync in (("Deployment", self.deployment), ("ReplicaSet", self.replicaset),
-                           ("StatefulSet", self.statefulset), ("DaemonSet", self.daemonset)):
+        for kind, sync in (
+            ("Deployment", self.deployment),
+            ("ReplicaSet", self.replicaset),
+            ("StatefulSet", self.statefulset),
+            ("DaemonSet", self.daemonset),
+        ):
             for obj in self.store.list(discovery.rkey(R[kind])):
                 sync(obj)
         self.pods()
@@ -167,17 +193,36 @@ class Controllers:
                 self.write(R["Event"], ev, new)
             return
         ns = meta.get("namespace") or "default"
-        involved = {"kind": obj["kind"], "namespace": meta.get("namespace"), "name": meta["name"],
-                    "uid": meta["uid"], "apiVersion": obj["apiVersion"],
-                    "resourceVersion": meta.get("resourceVersion")}
+        involved = {
+            "kind": obj["kind"],
+            "namespace": meta.get("namespace"),
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "apiVersion": obj["apiVersion"],
+            "resourceVersion": meta.get("resourceVersion"),
+        }
         if field_path:
             involved["fieldPath"] = field_path
         name = f"{meta['name']}.{uuid.uuid4().hex[:16]}"
-        self.api.create(R["Event"], ns, {
-            "metadata": {"name": name, "namespace": ns}, "involvedObject": involved, "reason": reason,
-            "message": message, "source": {"component": component}, "firstTimestamp": now,
-            "lastTimestamp": now, "count": 1, "type": etype, "eventTime": None,
-            "reportingComponent": component, "reportingInstance": ""}, implicit_namespace=True)
+        self.api.create(
+            R["Event"],
+            ns,
+            {
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": involved,
+                "reason": reason,
+                "message": message,
+                "source": {"component": component},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+                "type": etype,
+                "eventTime": None,
+                "reportingComponent": component,
+                "reportingInstance": "",
+            },
+            implicit_namespace=True,
+        )
         self.events[key] = (ns, name)
         while len(self.events) > 1000:
             _, (old_ns, old_name) = self.events.popitem(last=False)
@@ -194,19 +239,28 @@ class Controllers:
         spec = copy.deepcopy(template.get("spec") or {})
         if node:
             spec["nodeName"] = node
-        pod = self.api.create(R["Pod"], owner["metadata"]["namespace"],
-                              {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+        pod = self.api.create(
+            R["Pod"],
+            owner["metadata"]["namespace"],
+            {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec},
+        )
         verb = "create Pod %s in %s %s successful" if name else "Created pod: %s"
-        message = verb % ((pod["metadata"]["name"], owner["kind"], owner["metadata"]["name"])
-                          if name else pod["metadata"]["name"])
+        message = verb % (
+            (pod["metadata"]["name"], owner["kind"], owner["metadata"]["name"])
+            if name
+            else pod["metadata"]["name"]
+        )
         self.event(owner, "SuccessfulCreate", message)
         return pod
 
     def delete_pod(self, owner, pod):
         self.api.delete(R["Pod"], pod["metadata"]["namespace"], pod["metadata"]["name"])
         name = pod["metadata"]["name"]
-        message = (f"delete Pod {name} in StatefulSet {owner['metadata']['name']} successful"
-                   if owner["kind"] == "StatefulSet" else f"Deleted pod: {name}")
+        message = (
+            f"delete Pod {name} in StatefulSet {owner['metadata']['name']} successful"
+            if owner["kind"] == "StatefulSet"
+            else f"Deleted pod: {name}"
+        )
         self.event(owner, "SuccessfulDelete", message)
 
     # ------------------------------------------------------------ nodes
@@ -215,24 +269,49 @@ class Controllers:
             new, now = copy.deepcopy(node), now_iso()
             st = new.setdefault("status", {})
             if not st.get("conditions"):
-                st["conditions"] = [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                     "message": "kubelet is posting ready status", "lastHeartbeatTime": now,
-                                     "lastTransitionTime": now}]
-            st.setdefault("addresses", [{"type": "InternalIP", "address": f"10.0.0.{10 + i}"},
-                                        {"type": "Hostname", "address": node["metadata"]["name"]}])
+                st["conditions"] = [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "kubelet is posting ready status",
+                        "lastHeartbeatTime": now,
+                        "lastTransitionTime": now,
+                    }
+                ]
+            st.setdefault(
+                "addresses",
+                [
+                    {"type": "InternalIP", "address": f"10.0.0.{10 + i}"},
+                    {"type": "Hostname", "address": node["metadata"]["name"]},
+                ],
+            )
             capacity = {"cpu": "4", "memory": "16Gi", "pods": "110", "ephemeral-storage": "100Gi"}
             st.setdefault("capacity", capacity)
             st.setdefault("allocatable", capacity)
-            info = {"kubeletVersion": "v1.32.0", "kubeProxyVersion": "", "containerRuntimeVersion": "containerd://1.7.0",
-                    "operatingSystem": "linux", "architecture": "amd64", "osImage": "Linux", "kernelVersion": "6.1.0",
-                    "machineID": node["metadata"]["name"], "systemUUID": node["metadata"]["name"], "bootID": "sandbox"}
+            info = {
+                "kubeletVersion": "v1.32.0",
+                "kubeProxyVersion": "",
+                "containerRuntimeVersion": "containerd://1.7.0",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "osImage": "Linux",
+                "kernelVersion": "6.1.0",
+                "machineID": node["metadata"]["name"],
+                "systemUUID": node["metadata"]["name"],
+                "bootID": "sandbox",
+            }
             st["nodeInfo"] = dict(info, **(st.get("nodeInfo") or {}))
             self.write(R["Node"], node, new)
 
     def ready_nodes(self, pod_spec, schedulable=True):
-        return [n for n in self.store.list("/nodes")
-                if (cond(n, "Ready") or {}).get("status") == "True" and node_fits(n, pod_spec)
-                and not (schedulable and (n.get("spec") or {}).get("unschedulable"))]
+        return [
+            n
+            for n in self.store.list("/nodes")
+            if (cond(n, "Ready") or {}).get("status") == "True"
+            and node_fits(n, pod_spec)
+            and not (schedulable and (n.get("spec") or {}).get("unschedulable"))
+        ]
 
     # ------------------------------------------------------------ deployments
     def deployment(self, d):
@@ -240,20 +319,38 @@ class Controllers:
         ns, want = meta["namespace"], replicas(d)
         rss = self.owned("ReplicaSet", ns, d)
         target = norm_template(spec.get("template"))
-        new = next((rs for rs in sorted(rss, key=lambda r: r["metadata"]["creationTimestamp"])
-                    if norm_template(rs["spec"].get("template")) == target), None)
+        new = next(
+            (
+                rs
+                for rs in sorted(rss, key=lambda r: r["metadata"]["creationTimestamp"])
+                if norm_template(rs["spec"].get("template")) == target
+            ),
+            None,
+        )
         conds = copy.deepcopy((d.get("status") or {}).get("conditions") or [])
         paused = bool(spec.get("paused"))
         if not paused:
             maxrev = max([revision(rs) for rs in rss if rs is not new] or [0])
             if new is None:
                 new = self.create_rs(d, maxrev + 1)
-                set_cond(conds, "Progressing", "True", now, "NewReplicaSetCreated",
-                         f'Created new replica set "{new["metadata"]["name"]}"')
+                set_cond(
+                    conds,
+                    "Progressing",
+                    "True",
+                    now,
+                    "NewReplicaSetCreated",
+                    f'Created new replica set "{new["metadata"]["name"]}"',
+                )
             elif revision(new) <= maxrev:
                 new = self.sync_rs_annotations(d, new, maxrev + 1)
-                set_cond(conds, "Progressing", "True", now, "FoundNewReplicaSet",
-                         f'Found new replica set "{new["metadata"]["name"]}"')
+                set_cond(
+                    conds,
+                    "Progressing",
+                    "True",
+                    now,
+                    "FoundNewReplicaSet",
+                    f'Found new replica set "{new["metadata"]["name"]}"',
+                )
             new = self.sync_rs_annotations(d, new, revision(new))
             olds = [rs for rs in rss if rs["metadata"]["uid"] != new["metadata"]["uid"]]
             if (spec.get("strategy") or {}).get("type") == "Recreate":
@@ -265,17 +362,32 @@ class Controllers:
         rss = self.owned("ReplicaSet", ns, d)
         new = next((rs for rs in rss if new and rs["metadata"]["uid"] == new["metadata"]["uid"]), None)
         surge, unavailable = self.surge_unavailable(d)
-        status = {"observedGeneration": meta.get("generation", 1),
-                  "replicas": sum(stat(rs, "replicas") for rs in rss),
-                  "updatedReplicas": stat(new, "replicas") if new else 0,
-                  "readyReplicas": sum(stat(rs, "readyReplicas") for rs in rss),
-                  "availableReplicas": sum(stat(rs, "availableReplicas") for rs in rss)}
+        status = {
+            "observedGeneration": meta.get("generation", 1),
+            "replicas": sum(stat(rs, "replicas") for rs in rss),
+            "updatedReplicas": stat(new, "replicas") if new else 0,
+            "readyReplicas": sum(stat(rs, "readyReplicas") for rs in rss),
+            "availableReplicas": sum(stat(rs, "availableReplicas") for rs in rss),
+        }
         status["unavailableReplicas"] = max(0, sum(replicas(rs) for rs in rss) - status["availableReplicas"])
         if status["availableReplicas"] >= want - unavailable:
-            set_cond(conds, "Available", "True", now, "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            set_cond(
+                conds,
+                "Available",
+                "True",
+                now,
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+            )
         else:
-            set_cond(conds, "Available", "False", now, "MinimumReplicasUnavailable",
-                     "Deployment does not have minimum availability.")
+            set_cond(
+                conds,
+                "Available",
+                "False",
+                now,
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
         progressing = next((c for c in conds if c["type"] == "Progressing"), None)
         if paused:
             set_cond(conds, "Progressing", "Unknown", now, "DeploymentPaused", "Deployment is paused")
@@ -284,23 +396,47 @@ class Controllers:
         elif new is not None:
             old_status, name = d.get("status") or {}, new["metadata"]["name"]
             complete = status["updatedReplicas"] == want == status["replicas"] == status["availableReplicas"]
-            moved = (status["updatedReplicas"] > old_status.get("updatedReplicas", 0)
-                     or status["readyReplicas"] > old_status.get("readyReplicas", 0)
-                     or status["availableReplicas"] > old_status.get("availableReplicas", 0)
-                     or status["replicas"] - status["updatedReplicas"]
-                     < old_status.get("replicas", 0) - old_status.get("updatedReplicas", 0))
+            moved = (
+                status["updatedReplicas"] > old_status.get("updatedReplicas", 0)
+                or status["readyReplicas"] > old_status.get("readyReplicas", 0)
+                or status["availableReplicas"] > old_status.get("availableReplicas", 0)
+                or status["replicas"] - status["updatedReplicas"]
+                < old_status.get("replicas", 0) - old_status.get("updatedReplicas", 0)
+            )
             if complete:
-                set_cond(conds, "Progressing", "True", now, "NewReplicaSetAvailable",
-                         f'ReplicaSet "{name}" has successfully progressed.')
+                set_cond(
+                    conds,
+                    "Progressing",
+                    "True",
+                    now,
+                    "NewReplicaSetAvailable",
+                    f'ReplicaSet "{name}" has successfully progressed.',
+                )
                 self.cleanup(d, [rs for rs in rss if rs is not new])
             elif moved:
-                set_cond(conds, "Progressing", "True", now, "ReplicaSetUpdated",
-                         f'ReplicaSet "{name}" is progressing.', bump=True)
-            elif progressing and progressing.get("reason") not in ("NewReplicaSetAvailable", "ProgressDeadlineExceeded"):
+                set_cond(
+                    conds,
+                    "Progressing",
+                    "True",
+                    now,
+                    "ReplicaSetUpdated",
+                    f'ReplicaSet "{name}" is progressing.',
+                    bump=True,
+                )
+            elif progressing and progressing.get("reason") not in (
+                "NewReplicaSetAvailable",
+                "ProgressDeadlineExceeded",
+            ):
                 deadline = spec.get("progressDeadlineSeconds", 600)
                 if parse_time(progressing.get("lastUpdateTime")) + deadline < time.time():
-                    set_cond(conds, "Progressing", "False", now, "ProgressDeadlineExceeded",
-                             f'ReplicaSet "{name}" has timed out progressing.')
+                    set_cond(
+                        conds,
+                        "Progressing",
+                        "False",
+                        now,
+                        "ProgressDeadlineExceeded",
+                        f'ReplicaSet "{name}" has timed out progressing.',
+                    )
         status = without_zeros(status, keep=("observedGeneration",))
         status["conditions"] = conds
         updated = copy.deepcopy(self.store.get("apps/deployments", ns, meta["name"]))
@@ -328,12 +464,26 @@ class Controllers:
         template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
         selector = copy.deepcopy(d["spec"]["selector"])
         selector.setdefault("matchLabels", {})["pod-template-hash"] = h
-        return self.api.create(R["ReplicaSet"], ns, {
-            "apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": f"{base}-{h}", "labels": dict(template["metadata"]["labels"]),
-                         "annotations": {REVISION: str(rev)}, "ownerReferences": [owner_ref(d)]},
-            "spec": {"replicas": 0, "minReadySeconds": d["spec"].get("minReadySeconds", 0),
-                     "selector": selector, "template": template}})
+        return self.api.create(
+            R["ReplicaSet"],
+            ns,
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": f"{base}-{h}",
+                    "labels": dict(template["metadata"]["labels"]),
+                    "annotations": {REVISION: str(rev)},
+                    "ownerReferences": [owner_ref(d)],
+                },
+                "spec": {
+                    "replicas": 0,
+                    "minReadySeconds": d["spec"].get("minReadySeconds", 0),
+                    "selector": selector,
+                    "template": template,
+                },
+            },
+        )
 
     def sync_rs_annotations(self, d, rs, rev):
         new = copy.deepcopy(rs)
@@ -343,7 +493,8 @@ class Controllers:
                 ann[key] = value
         if revision(rs) and revision(rs) != rev:
             ann["deployment.kubernetes.io/revision-history"] = ",".join(
-                filter(None, [ann.get("deployment.kubernetes.io/revision-history"), str(revision(rs))]))
+                filter(None, [ann.get("deployment.kubernetes.io/revision-history"), str(revision(rs))])
+            )
         ann[REVISION] = str(rev)
         surge, _ = self.surge_unavailable(d)
         ann["deployment.kubernetes.io/desired-replicas"] = str(replicas(d))
@@ -356,8 +507,13 @@ class Controllers:
             return rs
         new = copy.deepcopy(rs)
         new["spec"]["replicas"] = count
-        self.event(d, "ScalingReplicaSet", f"Scaled {'up' if count > before else 'down'} replica set "
-                   f"{rs['metadata']['name']} from {before} to {count}", component="deployment-controller")
+        self.event(
+            d,
+            "ScalingReplicaSet",
+            f"Scaled {'up' if count > before else 'down'} replica set "
+            f"{rs['metadata']['name']} from {before} to {count}",
+            component="deployment-controller",
+        )
         return self.write(R["ReplicaSet"], rs, new)
 
     def rolling(self, d, new, olds):
@@ -396,7 +552,7 @@ class Controllers:
     def cleanup(self, d, olds):
         limit = d["spec"].get("revisionHistoryLimit", 10)
         dead = sorted((o for o in olds if replicas(o) == 0 and stat(o, "replicas") == 0), key=revision)
-        for old in dead[:max(0, len(dead) - limit)]:
+        for old in dead[: max(0, len(dead) - limit)]:
             self.api.delete(R["ReplicaSet"], old["metadata"]["namespace"], old["metadata"]["name"])
 
     # ------------------------------------------------------------ replicasets
@@ -406,9 +562,13 @@ class Controllers:
         for _ in range(want - len(pods)):
             pods.append(self.new_pod(rs))
         if len(pods) > want:
-            rank = lambda p: (bool(p["spec"].get("nodeName")), p["status"].get("phase") == "Running",  # noqa: E731
-                              pod_ready(p), [-ord(ch) for ch in p["metadata"]["creationTimestamp"]])
-            doomed = sorted(pods, key=rank)[:len(pods) - want]
+            rank = lambda p: (
+                bool(p["spec"].get("nodeName")),
+                p["status"].get("phase") == "Running",  # noqa: E731
+                pod_ready(p),
+                [-ord(ch) for ch in p["metadata"]["creationTimestamp"]],
+            )
+            doomed = sorted(pods, key=rank)[: len(pods) - want]
             for pod in doomed:
                 self.delete_pod(rs, pod)
             pods = [p for p in pods if p not in doomed]
@@ -417,11 +577,15 @@ class Controllers:
     def workload_status(self, obj, pods, extra=None):
         min_ready = obj["spec"].get("minReadySeconds", 0)
         labels = ((obj["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
-        status = {"replicas": len(pods),
-                  "fullyLabeledReplicas": sum(1 for p in pods if labels.items() <= (p["metadata"].get("labels") or {}).items()),
-                  "readyReplicas": sum(1 for p in pods if pod_ready(p)),
-                  "availableReplicas": sum(1 for p in pods if available(p, min_ready)),
-                  "observedGeneration": obj["metadata"].get("generation", 1)}
+        status = {
+            "replicas": len(pods),
+            "fullyLabeledReplicas": sum(
+                1 for p in pods if labels.items() <= (p["metadata"].get("labels") or {}).items()
+            ),
+            "readyReplicas": sum(1 for p in pods if pod_ready(p)),
+            "availableReplicas": sum(1 for p in pods if available(p, min_ready)),
+            "observedGeneration": obj["metadata"].get("generation", 1),
+        }
         status.update(extra or {})
         if obj["kind"] != "ReplicaSet":
             status.pop("fullyLabeledReplicas")
@@ -436,41 +600,62 @@ class Controllers:
         self.controller_revision(sts, update_rev)
         pods = {}
         for pod in self.owned("Pod", ns, sts):
-            ordinal = pod["metadata"]["name"][len(name) + 1:]
+            ordinal = pod["metadata"]["name"][len(name) + 1 :]
             pods[int(ordinal) if ordinal.isdigit() else -1] = pod
         busy = False
         for i in range(want):
             pod = pods.get(i)
             if pod is None:
-                pods[i] = self.new_pod(sts, f"{name}-{i}", {
-                    "controller-revision-hash": update_rev, "statefulset.kubernetes.io/pod-name": f"{name}-{i}",
-                    "apps.kubernetes.io/pod-index": str(i)})
+                pods[i] = self.new_pod(
+                    sts,
+                    f"{name}-{i}",
+                    {
+                        "controller-revision-hash": update_rev,
+                        "statefulset.kubernetes.io/pod-name": f"{name}-{i}",
+                        "apps.kubernetes.io/pod-index": str(i),
+                    },
+                )
                 busy = True
             elif not pod_ready(pod):
                 busy = True
             if busy and not parallel:
                 break
         extra = sorted((i for i in pods if not 0 <= i < want), reverse=True)
-        for i in extra[:None if parallel else 1]:
+        for i in extra[: None if parallel else 1]:
             if not busy:
                 self.delete_pod(sts, pods.pop(i))
                 busy = not parallel
         strategy = spec.get("updateStrategy") or {}
         if not busy and not extra and strategy.get("type", "RollingUpdate") == "RollingUpdate":
             partition = (strategy.get("rollingUpdate") or {}).get("partition") or 0
-            stale = [i for i in range(want - 1, partition - 1, -1)
-                     if pods[i]["metadata"]["labels"].get("controller-revision-hash") != update_rev]
+            stale = [
+                i
+                for i in range(want - 1, partition - 1, -1)
+                if pods[i]["metadata"]["labels"].get("controller-revision-hash") != update_rev
+            ]
             if stale:
                 self.delete_pod(sts, pods.pop(stale[0]))
         alive = list(pods.values())
         current_rev = (sts.get("status") or {}).get("currentRevision") or update_rev
-        updated = sum(1 for p in alive if p["metadata"]["labels"].get("controller-revision-hash") == update_rev)
+        updated = sum(
+            1 for p in alive if p["metadata"]["labels"].get("controller-revision-hash") == update_rev
+        )
         if updated == want == len(alive):
             current_rev = update_rev
-        current = sum(1 for p in alive if p["metadata"]["labels"].get("controller-revision-hash") == current_rev)
-        self.workload_status(sts, alive, {"currentReplicas": current, "updatedReplicas": updated,
-                                          "currentRevision": current_rev, "updateRevision": update_rev,
-                                          "collisionCount": 0})
+        current = sum(
+            1 for p in alive if p["metadata"]["labels"].get("controller-revision-hash") == current_rev
+        )
+        self.workload_status(
+            sts,
+            alive,
+            {
+                "currentReplicas": current,
+                "updatedReplicas": updated,
+                "currentRevision": current_rev,
+                "updateRevision": update_rev,
+                "collisionCount": 0,
+            },
+        )
 
     def controller_revision(self, owner, rev_name):
         ns = owner["metadata"]["namespace"]
@@ -479,18 +664,33 @@ class Controllers:
         existing = self.store.get("apps/controllerrevisions", ns, rev_name)
         if existing is None:
             template = dict(copy.deepcopy(owner["spec"].get("template") or {}), **{"$patch": "replace"})
-            self.api.create(R["ControllerRevision"], ns, {
-                "metadata": {"name": rev_name, "labels": {"controller-revision-hash": rev_name.rsplit("-", 1)[1]},
-                             "ownerReferences": [owner_ref(owner)]},
-                "data": {"spec": {"template": template}}, "revision": top + 1})
-        elif existing.get("revision", 0) < top and (owner.get("status") or {}).get("updateRevision") != rev_name:
+            self.api.create(
+                R["ControllerRevision"],
+                ns,
+                {
+                    "metadata": {
+                        "name": rev_name,
+                        "labels": {"controller-revision-hash": rev_name.rsplit("-", 1)[1]},
+                        "ownerReferences": [owner_ref(owner)],
+                    },
+                    "data": {"spec": {"template": template}},
+                    "revision": top + 1,
+                },
+            )
+        elif (
+            existing.get("revision", 0) < top
+            and (owner.get("status") or {}).get("updateRevision") != rev_name
+        ):
             self.write(R["ControllerRevision"], existing, dict(existing, revision=top + 1))
 
     # ------------------------------------------------------------ daemonsets
     def daemonset(self, ds):
         ns, spec = ds["metadata"]["namespace"], ds["spec"]
         rev = template_hash(spec.get("template"))
-        nodes = {n["metadata"]["name"] for n in self.ready_nodes((spec.get("template") or {}).get("spec") or {}, False)}
+        nodes = {
+            n["metadata"]["name"]
+            for n in self.ready_nodes((spec.get("template") or {}).get("spec") or {}, False)
+        }
         pods = self.owned("Pod", ns, ds)
         placed = {p["spec"].get("nodeName") for p in pods}
         for node in sorted(nodes - placed):
@@ -503,18 +703,47 @@ class Controllers:
             self.delete_pod(ds, stale[0])
             pods.remove(stale[0])
         ready = sum(1 for p in pods if pod_ready(p))
-        status = {"desiredNumberScheduled": len(nodes), "currentNumberScheduled": len(pods), "numberReady": ready,
-                  "numberAvailable": ready, "numberUnavailable": len(nodes) - ready, "numberMisscheduled": 0,
-                  "updatedNumberScheduled": len(pods) - len(stale),
-                  "observedGeneration": ds["metadata"].get("generation", 1)}
-        self.write(R["DaemonSet"], ds, dict(ds, status=without_zeros(status, keep=(
-            "desiredNumberScheduled", "currentNumberScheduled", "numberReady", "numberMisscheduled"))))
+        status = {
+            "desiredNumberScheduled": len(nodes),
+            "currentNumberScheduled": len(pods),
+            "numberReady": ready,
+            "numberAvailable": ready,
+            "numberUnavailable": len(nodes) - ready,
+            "numberMisscheduled": 0,
+            "updatedNumberScheduled": len(pods) - len(stale),
+            "observedGeneration": ds["metadata"].get("generation", 1),
+        }
+        self.write(
+            R["DaemonSet"],
+            ds,
+            dict(
+                ds,
+                status=without_zeros(
+                    status,
+                    keep=(
+                        "desiredNumberScheduled",
+                        "currentNumberScheduled",
+                        "numberReady",
+                        "numberMisscheduled",
+                    ),
+                ),
+            ),
+        )
 
     # ------------------------------------------------------------ pods
     def pods(self):
         nodes = self.store.list("/nodes")
-        addresses = {n["metadata"]["name"]: next((a["address"] for a in (n.get("status") or {}).get("addresses", [])
-                                                  if a.get("type") == "InternalIP"), "10.0.0.1") for n in nodes}
+        addresses = {
+            n["metadata"]["name"]: next(
+                (
+                    a["address"]
+                    for a in (n.get("status") or {}).get("addresses", [])
+                    if a.get("type") == "InternalIP"
+                ),
+                "10.0.0.1",
+            )
+            for n in nodes
+        }
         alive = set()
         for pod in self.store.list("/pods"):
             meta, uid = pod["metadata"], pod["metadata"]["uid"]
@@ -534,8 +763,12 @@ class Controllers:
                     continue
                 spec["nodeName"] = fits[self.rr % len(fits)]["metadata"]["name"]
                 self.rr += 1
-                self.event(pod, "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to "
-                           f"{spec['nodeName']}", component="default-scheduler")
+                self.event(
+                    pod,
+                    "Scheduled",
+                    f"Successfully assigned {meta['namespace']}/{meta['name']} to {spec['nodeName']}",
+                    component="default-scheduler",
+                )
             if uid not in self.started:
                 self.ips += 1
                 self.started[uid] = (time.monotonic(), f"10.244.{self.ips // 250 % 250}.{self.ips % 250 + 2}")
@@ -551,19 +784,34 @@ class Controllers:
             path, image = f"spec.containers{{{c['name']}}}", c.get("image")
             self.event(pod, "Pulling", f'Pulling image "{image}"', component="kubelet", field_path=path)
             if broken(image):
-                self.event(pod, "Failed", f'Failed to pull image "{image}": rpc error: code = NotFound desc = '
-                           f'failed to pull and unpack image "{image}": not found', "Warning", "kubelet", path)
+                self.event(
+                    pod,
+                    "Failed",
+                    f'Failed to pull image "{image}": rpc error: code = NotFound desc = '
+                    f'failed to pull and unpack image "{image}": not found',
+                    "Warning",
+                    "kubelet",
+                    path,
+                )
                 self.event(pod, "Failed", "Error: ErrImagePull", "Warning", "kubelet", path)
                 continue
-            self.event(pod, "Pulled", f'Successfully pulled image "{image}" in 1.2s (1.2s including waiting)',
-                       component="kubelet", field_path=path)
-            self.event(pod, "Created", f"Created container: {c['name']}", component="kubelet", field_path=path)
+            self.event(
+                pod,
+                "Pulled",
+                f'Successfully pulled image "{image}" in 1.2s (1.2s including waiting)',
+                component="kubelet",
+                field_path=path,
+            )
+            self.event(
+                pod, "Created", f"Created container: {c['name']}", component="kubelet", field_path=path
+            )
             self.event(pod, "Started", f"Started container {c['name']}", component="kubelet", field_path=path)
 
     def pod_status(self, pod, spec, status, conds, elapsed, addresses, now):
         containers = spec.get("containers") or []
         bad = [c["name"] for c in containers if broken(c.get("image"))]
-        ready = not bad and elapsed >= self.ready_delay
+        started = elapsed >= self.ready_delay
+        ready = started and not bad
         backoff = elapsed >= max(self.ready_delay, 1.0)
         status["phase"] = "Pending" if bad else "Running"
         status.setdefault("startTime", now)
@@ -575,15 +823,29 @@ class Controllers:
         unready = f"containers with unready status: [{' '.join(bad or [c['name'] for c in containers])}]"
         for ctype in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"):
             ok = ready or ctype not in ("Ready", "ContainersReady")
-            set_cond(conds, ctype, "True" if ok else "False", now, None if ok else "ContainersNotReady",
-                     None if ok else unready, probe=True)
+            set_cond(
+                conds,
+                ctype,
+                "True" if ok else "False",
+                now,
+                None if ok else "ContainersNotReady",
+                None if ok else unready,
+                probe=True,
+            )
         statuses = []
         for c in containers:
             image, cs = c.get("image"), {"name": c["name"], "image": c.get("image"), "restartCount": 0}
             if c["name"] in bad:
                 reason = "ImagePullBackOff" if backoff else "ErrImagePull"
-                message = f'Back-off pulling image "{image}"' if backoff else f'failed to pull image "{image}"'
-                cs.update(imageID="", ready=False, started=False, state={"waiting": {"reason": reason, "message": message}})
+                message = (
+                    f'Back-off pulling image "{image}"' if backoff else f'failed to pull image "{image}"'
+                )
+                cs.update(
+                    imageID="",
+                    ready=False,
+                    started=False,
+                    state={"waiting": {"reason": reason, "message": message}},
+                )
                 if backoff:
                     path = f"spec.containers{{{c['name']}}}"
                     self.event(pod, "BackOff", message, "Warning", "kubelet", path)
@@ -591,8 +853,13 @@ class Controllers:
             else:
                 digest = hashlib.sha256(str(image).encode()).hexdigest()
                 cid = hashlib.sha256((pod["metadata"]["uid"] + c["name"]).encode()).hexdigest()
-                cs.update(imageID=f"{str(image).split(':')[0]}@sha256:{digest}", containerID=f"containerd://{cid}",
-                          ready=ready, started=True, state={"running": {"startedAt": status["startTime"]}})
+                cs.update(
+                    imageID=f"{str(image).split(':')[0]}@sha256:{digest}",
+                    containerID=f"containerd://{cid}",
+                    ready=started,
+                    started=True,
+                    state={"running": {"startedAt": status["startTime"]}},
+                )
             statuses.append(cs)
         status["containerStatuses"] = statuses
         status.setdefault("qosClass", "BestEffort")
@@ -607,38 +874,74 @@ class Controllers:
             for pod in self.store.list("/pods", ns):
                 ip = (pod.get("status") or {}).get("podIP")
                 if ip and selector.items() <= (pod["metadata"].get("labels") or {}).items():
-                    address = {"ip": ip, "nodeName": pod["spec"].get("nodeName"), "targetRef": {
-                        "kind": "Pod", "namespace": ns, "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}}
+                    address = {
+                        "ip": ip,
+                        "nodeName": pod["spec"].get("nodeName"),
+                        "targetRef": {
+                            "kind": "Pod",
+                            "namespace": ns,
+                            "name": pod["metadata"]["name"],
+                            "uid": pod["metadata"]["uid"],
+                        },
+                    }
                     (ready if pod_ready(pod) else not_ready).append(address)
             for port in svc["spec"].get("ports") or []:
                 target = port.get("targetPort", port.get("port"))
-                entry = {"port": target if isinstance(target, int) else port.get("port"),
-                         "protocol": port.get("protocol", "TCP")}
+                entry = {
+                    "port": target if isinstance(target, int) else port.get("port"),
+                    "protocol": port.get("protocol", "TCP"),
+                }
                 entry.update({"name": port["name"]} if port.get("name") else {})
                 ports.append(entry)
-            subset = {k: v for k, v in (("addresses", ready), ("notReadyAddresses", not_ready), ("ports", ports)) if v}
+            subset = {
+                k: v
+                for k, v in (("addresses", ready), ("notReadyAddresses", not_ready), ("ports", ports))
+                if v
+            }
             subsets = [subset] if ready or not_ready else []
             existing = self.store.get("/endpoints", ns, svc["metadata"]["name"])
             if existing is None:
-                self.api.create(R["Endpoints"], ns, {"metadata": {"name": svc["metadata"]["name"],
-                                                                  "labels": svc["metadata"].get("labels") or {}},
-                                                     "subsets": subsets})
+                self.api.create(
+                    R["Endpoints"],
+                    ns,
+                    {
+                        "metadata": {
+                            "name": svc["metadata"]["name"],
+                            "labels": svc["metadata"].get("labels") or {},
+                        },
+                        "subsets": subsets,
+                    },
+                )
             else:
                 self.write(R["Endpoints"], existing, dict(existing, subsets=subsets))
 
     def pdbs(self):
         res = discovery.BY_PATH[("policy", "v1", "poddisruptionbudgets")]
         for pdb in self.store.list("policy/poddisruptionbudgets"):
-            expected, healthy, desired, allowed = pdb_status(pdb, self.store.list("/pods", pdb["metadata"]["namespace"]))
+            expected, healthy, desired, allowed = pdb_status(
+                pdb, self.store.list("/pods", pdb["metadata"]["namespace"])
+            )
             conds = copy.deepcopy((pdb.get("status") or {}).get("conditions") or [])
-            set_cond(conds, "DisruptionAllowed", "True" if allowed else "False", now_iso(),
-                     "SufficientPods" if allowed else "InsufficientPods", "", probe=True)
+            set_cond(
+                conds,
+                "DisruptionAllowed",
+                "True" if allowed else "False",
+                now_iso(),
+                "SufficientPods" if allowed else "InsufficientPods",
+                "",
+                probe=True,
+            )
             for c in conds:
                 c.pop("lastProbeTime", None)
                 c["observedGeneration"] = pdb["metadata"].get("generation", 1)
-            status = {"observedGeneration": pdb["metadata"].get("generation", 1), "disruptionsAllowed": allowed,
-                      "currentHealthy": healthy, "desiredHealthy": desired, "expectedPods": expected,
-                      "conditions": conds}
+            status = {
+                "observedGeneration": pdb["metadata"].get("generation", 1),
+                "disruptionsAllowed": allowed,
+                "currentHealthy": healthy,
+                "desiredHealthy": desired,
+                "expectedPods": expected,
+                "conditions": conds,
+            }
             self.write(res, pdb, dict(pdb, status=status))
 
     def gc(self):

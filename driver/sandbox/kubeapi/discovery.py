@@ -1,4 +1,5 @@
 """Resource table and the documents derived from it: discovery and OpenAPI."""
+
 import collections
 
 # groupVersion plural Kind scope(ns|cluster) shortNames categories subresources
@@ -41,7 +42,8 @@ storage.k8s.io/v1 storageclasses StorageClass cluster sc - -
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 Resource = collections.namedtuple(
-    "Resource", "group version plural kind namespaced short categories subresources")
+    "Resource", "group version plural kind namespaced short categories subresources"
+)
 
 
 def _parse():
@@ -50,7 +52,9 @@ def _parse():
         gv, plural, kind, scope, short, cats, subs = line.split()
         group, _, version = gv.rpartition("/")
         split = lambda s: [] if s == "-" else s.split(",")  # noqa: E731
-        out.append(Resource(group, version, plural, kind, scope == "ns", split(short), split(cats), split(subs)))
+        out.append(
+            Resource(group, version, plural, kind, scope == "ns", split(short), split(cats), split(subs))
+        )
     return out
 
 
@@ -72,25 +76,37 @@ def api_version(res):
 
 
 def api_versions(address):
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
+    }
 
 
 def api_group(group):
-    versions = [{"groupVersion": f"{group}/{v}", "version": v} for v in dict.fromkeys(
-        r.version for r in RESOURCES if r.group == group)]
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
-            "preferredVersion": versions[0]}
+    versions = [
+        {"groupVersion": f"{group}/{v}", "version": v}
+        for v in dict.fromkeys(r.version for r in RESOURCES if r.group == group)
+    ]
+    return {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": group,
+        "versions": versions,
+        "preferredVersion": versions[0],
+    }
 
 
 def api_group_list():
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [api_group(g) for g in GROUPS]}
 
 
-_SUB = {"scale": ("autoscaling", "v1", "Scale", ["get", "patch", "update"]),
-        "eviction": ("policy", "v1", "Eviction", ["create"]),
-        "log": ("", "v1", "Pod", ["get"]),
-        "finalize": ("", "v1", "Namespace", ["update"])}
+_SUB = {
+    "scale": ("autoscaling", "v1", "Scale", ["get", "patch", "update"]),
+    "eviction": ("policy", "v1", "Eviction", ["create"]),
+    "log": ("", "v1", "Pod", ["get"]),
+    "finalize": ("", "v1", "Namespace", ["update"]),
+}
 
 
 def resource_list(group, version):
@@ -98,8 +114,13 @@ def resource_list(group, version):
     for r in RESOURCES:
         if (r.group, r.version) != (group, version):
             continue
-        entry = {"name": r.plural, "singularName": r.kind.lower(), "namespaced": r.namespaced,
-                 "kind": r.kind, "verbs": VERBS}
+        entry = {
+            "name": r.plural,
+            "singularName": r.kind.lower(),
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": VERBS,
+        }
         if r.short:
             entry["shortNames"] = r.short
         if r.categories:
@@ -107,8 +128,13 @@ def resource_list(group, version):
         resources.append(entry)
         for sub in r.subresources:
             g, v, kind, verbs = _SUB.get(sub, (group, version, r.kind, ["get", "patch", "update"]))
-            item = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                    "kind": kind, "verbs": verbs}
+            item = {
+                "name": f"{r.plural}/{sub}",
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": kind,
+                "verbs": verbs,
+            }
             if sub in ("scale", "eviction"):
                 item.update(group=g, version=v)
             resources.append(item)
@@ -129,18 +155,31 @@ def _operations(r, v3):
     param = {"name": "fieldValidation", "in": "query", "description": "fieldValidation"}
     param.update({"schema": {"type": "string"}} if v3 else {"type": "string"})
     ok = {"description": "OK"}
-    op = {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "patch",
-          "operationId": f"patch{r.kind}", "parameters": [param], "responses": {"200": ok}}
+    op = {
+        "x-kubernetes-group-version-kind": gvk,
+        "x-kubernetes-action": "patch",
+        "operationId": f"patch{r.kind}",
+        "parameters": [param],
+        "responses": {"200": ok},
+    }
     prefix = "/" + _gv_path(r.group, r.version) + ("/namespaces/{namespace}" if r.namespaced else "")
-    get = {"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "get",
-           "operationId": f"read{r.kind}", "responses": {"200": ok}}
+    get = {
+        "x-kubernetes-group-version-kind": gvk,
+        "x-kubernetes-action": "get",
+        "operationId": f"read{r.kind}",
+        "responses": {"200": ok},
+    }
     return {f"{prefix}/{r.plural}/{{name}}": {"get": get, "patch": op}}
 
 
 def openapi_v3_index():
     gvs = dict.fromkeys((r.group, r.version) for r in RESOURCES)
-    return {"paths": {_gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash=SANDBOX"}
-                      for g, v in gvs}}
+    return {
+        "paths": {
+            _gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{_gv_path(g, v)}?hash=SANDBOX"}
+            for g, v in gvs
+        }
+    }
 
 
 def openapi_v3(group, version):
@@ -150,8 +189,12 @@ def openapi_v3(group, version):
             paths.update(_operations(r, True))
     if not paths:
         return None
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
-            "paths": paths, "components": {"schemas": {}}}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }
 
 
 def openapi_v2():
@@ -159,7 +202,13 @@ def openapi_v2():
     for r in RESOURCES:
         paths.update(_operations(r, False))
         name = f"io.k8s.sandbox.{r.group or 'core'}.{r.version}.{r.kind}"
-        definitions[name] = {"type": "object", "x-kubernetes-group-version-kind": [
-            {"group": r.group, "version": r.version, "kind": r.kind}]}
-    return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0"},
-            "paths": paths, "definitions": definitions}
+        definitions[name] = {
+            "type": "object",
+            "x-kubernetes-group-version-kind": [{"group": r.group, "version": r.version, "kind": r.kind}],
+        }
+    return {
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "paths": paths,
+        "definitions": definitions,
+    }

@@ -5,6 +5,7 @@
   directives, ``$retainKeys`` and ``$deleteFromPrimitiveList``)
 * JSON patch (RFC 6902)
 """
+
 import copy
 
 
@@ -30,11 +31,20 @@ def merge_patch(target, patch):
 
 # list field name -> merge key (tuples: first key present in the items wins)
 MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
-    "env": "name", "volumes": "name", "volumeMounts": "mountPath",
-    "volumeDevices": "devicePath", "imagePullSecrets": "name", "conditions": "type",
-    "hostAliases": "ip", "ownerReferences": "uid", "resourceClaims": "name",
-    "addresses": "type", "topologySpreadConstraints": "topologyKey",
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "imagePullSecrets": "name",
+    "conditions": "type",
+    "hostAliases": "ip",
+    "ownerReferences": "uid",
+    "resourceClaims": "name",
+    "addresses": "type",
+    "topologySpreadConstraints": "topologyKey",
     "ports": ("containerPort", "port"),
 }
 SET_LISTS = {"finalizers"}  # primitive lists merged as sets
@@ -79,8 +89,11 @@ def strategic_merge(target, patch):
         elif isinstance(value, list) and key in MERGE_KEYS and isinstance(current, list):
             out[key] = _merge_list(current, value, _merge_key(key, current + value))
         elif isinstance(value, list):
-            out[key] = [strategic_merge({}, v) if isinstance(v, dict) else v for v in value
-                        if not (isinstance(v, dict) and v.get("$patch") == "delete")]
+            out[key] = [
+                strategic_merge({}, v) if isinstance(v, dict) else v
+                for v in value
+                if not (isinstance(v, dict) and v.get("$patch") == "delete")
+            ]
         else:
             out[key] = value
     retain = patch.get("$retainKeys")
@@ -98,8 +111,14 @@ def _merge_list(current, patch, key):
             if item not in out:
                 out.append(item)
             continue
-        idx = next((n for n, c in enumerate(out) if isinstance(c, dict) and key in item
-                    and c.get(key) == item.get(key)), None)
+        idx = next(
+            (
+                n
+                for n, c in enumerate(out)
+                if isinstance(c, dict) and key in item and c.get(key) == item.get(key)
+            ),
+            None,
+        )
         if item.get("$patch") == "delete":
             out = [c for c in out if not (isinstance(c, dict) and c.get(key) == item.get(key))]
         elif idx is None:

@@ -1,5 +1,6 @@
 """HTTP front end: routing of the Kubernetes REST paths onto the store/API layer,
 watch streaming, and the KubeAPIServer lifecycle object."""
+
 import json
 import logging
 import queue
@@ -18,17 +19,30 @@ from .controllers import Controllers
 from .store import APIError, Store, Watcher, now_iso, parse_field_selector, parse_label_selector
 
 log = logging.getLogger(__name__)
-VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "gitCommit": "sandbox", "gitTreeState": "clean",
-           "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}
+VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0",
+    "gitCommit": "sandbox",
+    "gitTreeState": "clean",
+    "buildDate": "2025-01-01T00:00:00Z",
+    "goVersion": "go1.23",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 WATCH_TIMEOUT = 1800
 
 
 def _decode(headers, raw):
     ctype = (headers.get("Content-Type") or "application/json").split(";")[0].strip()
     if "protobuf" in ctype:
-        raise APIError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
-                       "accepted media types include: application/json, application/yaml (protobuf request "
-                       "bodies are not supported by this server)")
+        raise APIError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - "
+            "accepted media types include: application/json, application/yaml (protobuf request "
+            "bodies are not supported by this server)",
+        )
     try:
         return (yaml.safe_load if "yaml" in ctype else json.loads)(raw or b"null")
     except (ValueError, yaml.YAMLError) as exc:
@@ -82,7 +96,11 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def send(self, code, payload, ctype="application/json"):
-        data = payload.encode() if isinstance(payload, str) else json.dumps(payload, separators=(",", ":")).encode()
+        data = (
+            payload.encode()
+            if isinstance(payload, str)
+            else json.dumps(payload, separators=(",", ":")).encode()
+        )
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
@@ -166,7 +184,10 @@ class KubeAPIServer:
     def start(self):
         self._httpd = _HTTPServer((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
-        for name, target in (("kubeapi-http", self._httpd.serve_forever), ("kubeapi-controllers", self.controllers.run)):
+        for name, target in (
+            ("kubeapi-http", self._httpd.serve_forever),
+            ("kubeapi-controllers", self.controllers.run),
+        ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -216,10 +237,14 @@ class KubeAPIServer:
     # ------------------------------------------------------------ routing
     def route(self, method, path, q, headers, raw, handler):
         parts = [p for p in path.split("/") if p]
-        if path.rstrip("/") in ("/healthz", "/readyz", "/livez") or (parts and parts[0] in ("healthz", "readyz", "livez")):
+        if path.rstrip("/") in ("/healthz", "/readyz", "/livez") or (
+            parts and parts[0] in ("healthz", "readyz", "livez")
+        ):
             return 200, "ok", "text/plain; charset=utf-8"
         if method not in ("GET", "HEAD") and parts[:1] != ["api"] and parts[:1] != ["apis"]:
-            raise APIError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+            raise APIError(
+                405, "MethodNotAllowed", f"the server does not allow this method on the requested resource"
+            )
         if path == "/version":
             return 200, VERSION
         if path == "/api":
@@ -258,8 +283,11 @@ class KubeAPIServer:
             raise APIError(404, "NotFound", "the server could not find the requested resource")
         res = self.api.resource(group, version, rest[0])
         name, sub = (rest[1:] + [None, None])[:2]
-        if (ns is not None and not res.namespaced) or (name and res.namespaced and ns is None) or (
-                sub and sub not in res.subresources):
+        if (
+            (ns is not None and not res.namespaced)
+            or (name and res.namespaced and ns is None)
+            or (sub and sub not in res.subresources)
+        ):
             raise APIError(404, "NotFound", "the server could not find the requested resource")
         dry = q.get("dryRun") == "All"
         watch = watch or q.get("watch", "").lower() in ("true", "1")
@@ -282,25 +310,43 @@ class KubeAPIServer:
             obj, code = self.api.patch(res, ns, name, headers.get("Content-Type"), raw, sub, dry)
             return code, obj
         if method == "DELETE":
-            options = _decode(headers, raw) if raw and "json" in (headers.get("Content-Type") or "json") else {}
+            options = (
+                _decode(headers, raw) if raw and "json" in (headers.get("Content-Type") or "json") else {}
+            )
             options = dict(options or {}, **{k: q[k] for k in ("propagationPolicy",) if k in q})
             if name:
                 return 200, self.api.delete(res, ns, name, options, dry)
-            return 200, self._list_doc(res, [self.api.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"],
-                                                             options, dry) for o in self._select(res, ns, None, q)])
-        raise APIError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+            return 200, self._list_doc(
+                res,
+                [
+                    self.api.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"], options, dry)
+                    for o in self._select(res, ns, None, q)
+                ],
+            )
+        raise APIError(
+            405, "MethodNotAllowed", f"the server does not allow this method on the requested resource"
+        )
 
     def _watcher(self, res, ns, name, q):
-        return Watcher(discovery.rkey(res), ns, name, parse_label_selector(q.get("labelSelector")),
-                       parse_field_selector(q.get("fieldSelector")))
+        return Watcher(
+            discovery.rkey(res),
+            ns,
+            name,
+            parse_label_selector(q.get("labelSelector")),
+            parse_field_selector(q.get("fieldSelector")),
+        )
 
     def _select(self, res, ns, name, q):
         watcher = self._watcher(res, ns, name, q)
         return [o for o in self.store.list(discovery.rkey(res), ns) if watcher.matches(o)]
 
     def _list_doc(self, res, items, rv=None):
-        return {"kind": f"{res.kind}List", "apiVersion": discovery.api_version(res),
-                "metadata": {"resourceVersion": str(rv if rv is not None else self.store.rv)}, "items": items}
+        return {
+            "kind": f"{res.kind}List",
+            "apiVersion": discovery.api_version(res),
+            "metadata": {"resourceVersion": str(rv if rv is not None else self.store.rv)},
+            "items": items,
+        }
 
     def list_or_watch(self, res, ns, name, q, headers, handler, watch):
         first = [True]
@@ -325,8 +371,14 @@ class KubeAPIServer:
             return None
         bookmark = None
         if initial_events:
-            bookmark = {"kind": res.kind, "apiVersion": discovery.api_version(res), "metadata": {
-                "resourceVersion": str(rv), "annotations": {"k8s.io/initial-events-end": "true"}}}
+            bookmark = {
+                "kind": res.kind,
+                "apiVersion": discovery.api_version(res),
+                "metadata": {
+                    "resourceVersion": str(rv),
+                    "annotations": {"k8s.io/initial-events-end": "true"},
+                },
+            }
         handler.stream(self, watcher, initial, render, timeout, bookmark)
         return None
 
@@ -334,12 +386,17 @@ class KubeAPIServer:
         containers = [c["name"] for c in pod["spec"].get("containers") or []]
         container = q.get("container") or (containers[0] if containers else "")
         if container not in containers:
-            raise APIError(400, "BadRequest", f"container {container} is not valid for pod {pod['metadata']['name']}")
+            raise APIError(
+                400, "BadRequest", f"container {container} is not valid for pod {pod['metadata']['name']}"
+            )
         image = next(c.get("image") for c in pod["spec"]["containers"] if c["name"] == container)
         start = (pod.get("status") or {}).get("startTime") or now_iso()
-        lines = [f"{start} container {container} started (image {image})",
-                 f"{start} {container}: listening", f"{start} {container}: ready"]
+        lines = [
+            f"{start} container {container} started (image {image})",
+            f"{start} {container}: listening",
+            f"{start} {container}: ready",
+        ]
         tail = q.get("tailLines")
         if tail and tail.isdigit():
-            lines = lines[-int(tail):] if int(tail) else []
+            lines = lines[-int(tail) :] if int(tail) else []
         return "".join(line + "\n" for line in lines)

@@ -3,6 +3,7 @@
 Stored objects are treated as immutable snapshots: every write stores a new
 dict, so watch events can reference them without copying.
 """
+
 import collections
 import datetime
 import queue
@@ -16,8 +17,11 @@ def now_iso():
 
 def parse_time(value):
     try:
-        return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.timezone.utc).timestamp()
+        return (
+            datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=datetime.timezone.utc)
+            .timestamp()
+        )
     except (TypeError, ValueError):
         return 0.0
 
@@ -28,8 +32,15 @@ class APIError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self):
-        out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": self.message, "reason": self.reason, "code": self.code}
+        out = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details:
             out["details"] = self.details
         return out
@@ -38,7 +49,8 @@ class APIError(Exception):
 # ---------------------------------------------------------------- selectors
 _LABEL_REQ = re.compile(
     r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9_./-]+)\s*"
-    r"(?:(?P<op>==|=|!=)\s*(?P<val>[A-Za-z0-9_.-]*)|\s+(?P<set>in|notin)\s*\((?P<vals>[^)]*)\))?\s*(?:,|$)")
+    r"(?:(?P<op>==|=|!=)\s*(?P<val>[A-Za-z0-9_.-]*)|\s+(?P<set>in|notin)\s*\((?P<vals>[^)]*)\))?\s*(?:,|$)"
+)
 
 
 def parse_label_selector(text):
@@ -64,9 +76,12 @@ def labels_match(reqs, labels):
     labels = labels or {}
     for key, op, values in reqs:
         present, value = key in labels, labels.get(key)
-        if ((op in ("=", "in") and (not present or value not in values))
-                or (op in ("!=", "notin") and present and value in values)
-                or (op == "exists" and not present) or (op == "!" and present)):
+        if (
+            (op in ("=", "in") and (not present or value not in values))
+            or (op in ("!=", "notin") and present and value in values)
+            or (op == "exists" and not present)
+            or (op == "!" and present)
+        ):
             return False
     return True
 
@@ -85,8 +100,14 @@ def selector_string(selector):
     parts = [f"{k}={v}" for k, v in ((selector or {}).get("matchLabels") or {}).items()]
     for expr in (selector or {}).get("matchExpressions") or []:
         op, key, vals = expr.get("operator"), expr["key"], ",".join(sorted(expr.get("values") or []))
-        parts.append({"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})",
-                      "Exists": key, "DoesNotExist": f"!{key}"}.get(op, key))
+        parts.append(
+            {
+                "In": f"{key} in ({vals})",
+                "NotIn": f"{key} notin ({vals})",
+                "Exists": key,
+                "DoesNotExist": f"!{key}",
+            }.get(op, key)
+        )
     return ",".join(parts)
 
 
@@ -125,9 +146,12 @@ class Watcher:
 
     def matches(self, obj):
         meta = obj.get("metadata", {})
-        return ((self.namespace is None or meta.get("namespace") == self.namespace)
-                and (self.name is None or meta.get("name") == self.name)
-                and labels_match(self.labels, meta.get("labels")) and fields_match(self.fields, obj))
+        return (
+            (self.namespace is None or meta.get("namespace") == self.namespace)
+            and (self.name is None or meta.get("name") == self.name)
+            and labels_match(self.labels, meta.get("labels"))
+            and fields_match(self.fields, obj)
+        )
 
     def translate(self, etype, obj, old):
         """Event type as seen through the filter (selector transitions become ADDED/DELETED)."""
@@ -219,7 +243,9 @@ class Store:
                 except ValueError:
                     raise APIError(400, "BadRequest", f"invalid resource version {since!r}") from None
                 if since < self.compacted:
-                    raise APIError(410, "Expired", f"too old resource version: {since} ({self.compacted + 1})")
+                    raise APIError(
+                        410, "Expired", f"too old resource version: {since} ({self.compacted + 1})"
+                    )
                 initial = []
                 for rv, etype, rkey, obj, old in self.history:
                     if rv > since and rkey == watcher.rkey:
