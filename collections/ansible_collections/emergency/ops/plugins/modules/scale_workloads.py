@@ -1,0 +1,290 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Apache-2.0 (see galaxy.yml)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: scale_workloads
+short_description: Scale Deployments and StatefulSets down to zero and back, remembering their replicas
+description:
+  - V(down) records each workload's replicas on the workload itself (annotation
+    C(emergency.ops/replicas-before)) and scales it to 0, all at once, then waits until their pods
+    are gone. A record that already exists is kept, so a second shutdown never overwrites the
+    replicas of the first with 0.
+  - V(restored) scales each workload back to its recorded replicas, in the order given, waiting until
+    each is rolled out and every replica ready before the next, then removes the record. A workload
+    with no record is left alone.
+  - V(present) sets O(replicas) on every workload and waits until they are ready.
+  - The record lives on the object, not on the machine that ran the procedure, so any operator (or an
+    AWX node) can resume what another shut down.
+  - In check mode each change is validated with a server-side dry run and nothing changes.
+version_added: 1.0.0
+author: Emergency procedures maintainers
+options:
+  kubeconfig:
+    description: Path to the kubeconfig.
+    type: path
+  context:
+    description: Kubeconfig context to use.
+    type: str
+  namespace:
+    description: Namespace of the workloads.
+    type: str
+    required: true
+  services:
+    description: Workloads, in order (the order matters for V(restored)).
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Workload name.
+        type: str
+        required: true
+      kind:
+        description: Workload kind.
+        type: str
+        choices: [Deployment, StatefulSet]
+        default: Deployment
+  state:
+    description: V(down), V(restored) or V(present).
+    type: str
+    choices: [down, restored, present]
+    required: true
+  replicas:
+    description: Replicas to set with V(present).
+    type: int
+  incident:
+    description: Incident id recorded on each workload changed.
+    type: str
+    required: true
+  wait:
+    description: Wait until the workloads reach the new size (and are ready).
+    type: bool
+    default: true
+  timeout:
+    description: Seconds each wait may take.
+    type: int
+    default: 300
+"""
+
+EXAMPLES = r"""
+- name: Shutdown | Scale the writers to zero
+  emergency.ops.scale_workloads:
+    namespace: matchbook
+    incident: INC-20261122-0931
+    state: down
+    services:
+      - {name: indexer, kind: Deployment}
+      - {name: api, kind: Deployment}
+"""
+
+RETURN = r"""
+services:
+  description: One entry per workload, in order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Workload name.
+      type: str
+    kind:
+      description: Workload kind.
+      type: str
+    previous_replicas:
+      description: C(spec.replicas) before this call.
+      type: int
+    replicas:
+      description: C(spec.replicas) after this call.
+      type: int
+    recorded_replicas:
+      description: The replicas recorded on the workload (before V(restored) removes the record).
+      type: int
+    changed:
+      description: Whether this call changed the workload.
+      type: bool
+    seconds:
+      description: Seconds spent waiting for this workload.
+      type: float
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.kube import (
+    CONNECTION_ARGS,
+    HAS_KUBERNETES,
+    KUBERNETES_IMPORT_ERROR,
+    Kube,
+    KubeError,
+)
+from ansible_collections.emergency.ops.plugins.module_utils.rollout import diagnose, rollout_state
+
+RECORD = "emergency.ops/replicas-before"
+INCIDENT = "emergency.ops/scaled-incident"
+
+
+def recorded(obj):
+    value = obj["metadata"].get("annotations", {}).get(RECORD)
+    return int(value) if value not in (None, "") else None
+
+
+def settled(obj, replicas):
+    """The workload runs exactly ``replicas`` pods, all ready (none at all for 0)."""
+    status = obj.get("status", {})
+    if obj["metadata"].get("generation", 0) > status.get("observedGeneration", 0):
+        return False
+    if replicas == 0:
+        return status.get("replicas", 0) == 0
+    state, _message = rollout_state(obj)
+    return state == "complete" and status.get("readyReplicas", 0) >= replicas
+
+
+def wait(kube, kind, name, replicas, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = kube.get(kind, name)
+        if settled(obj, replicas):
+            return obj, True
+        if time.monotonic() >= deadline:
+            return obj, False
+        time.sleep(0.25)
+
+
+def plan_for(obj, state, replicas):
+    """Returns ``(patch or None, target replicas)`` for one workload."""
+    current = obj["spec"].get("replicas", 1)
+    record = recorded(obj)
+    if state == "down":
+        if current == 0:
+            return None, 0
+        keep = record if record is not None else current
+        return {"metadata": {"annotations": {RECORD: str(keep)}}, "spec": {"replicas": 0}}, 0
+    if state == "restored":
+        if record is None:
+            return None, current
+        return {"metadata": {"annotations": {RECORD: None}}, "spec": {"replicas": record}}, record
+    if current == replicas:
+        return None, current
+    return {"spec": {"replicas": replicas}}, replicas
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            CONNECTION_ARGS,
+            services=dict(
+                type="list",
+                elements="dict",
+                required=True,
+                options=dict(
+                    name=dict(type="str", required=True),
+                    kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
+                ),
+            ),
+            state=dict(type="str", required=True, choices=["down", "restored", "present"]),
+            replicas=dict(type="int"),
+            incident=dict(type="str", required=True),
+            wait=dict(type="bool", default=True),
+            timeout=dict(type="int", default=300),
+        ),
+        required_if=[("state", "present", ["replicas"])],
+        supports_check_mode=True,
+    )
+    if not HAS_KUBERNETES:
+        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    p = module.params
+    if p["replicas"] is not None and p["replicas"] < 0:
+        module.fail_json(msg="replicas must be 0 or more", outcome="invalid")
+
+    results, changed = [], False
+    try:
+        kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
+        objects = []
+        for service in p["services"]:  # preflight: every workload exists before any is touched
+            obj = kube.get_or_none(service["kind"], service["name"])
+            if obj is None:
+                module.fail_json(
+                    msg="%s %s not found in namespace %s"
+                    % (service["kind"], service["name"], p["namespace"]),
+                    outcome="invalid",
+                )
+            objects.append((service, obj))
+
+        pending = []
+        for service, obj in objects:
+            kind, name = service["kind"], service["name"]
+            patch, target = plan_for(obj, p["state"], p["replicas"])
+            if patch is not None:
+                patch.setdefault("metadata", {}).setdefault("annotations", {})[INCIDENT] = p["incident"]
+            entry = {
+                "name": name,
+                "kind": kind,
+                "previous_replicas": obj["spec"].get("replicas", 1),
+                "replicas": target,
+                "recorded_replicas": recorded(obj),
+                "changed": patch is not None,
+                "seconds": 0.0,
+            }
+            results.append(entry)
+            if patch is None:
+                if p["state"] != "down" and p["wait"] and not module.check_mode and not settled(obj, target):
+                    # Nothing to change, but a previous run's rollout may still be going: verify it.
+                    _obj, ok = wait(kube, kind, name, target, p["timeout"])
+                    if not ok:
+                        module.fail_json(
+                            msg="%s %s not ready" % (kind, name), changed=False, services=results
+                        )
+                continue
+            changed = True
+            kube.patch(kind, name, patch, patch_type="merge", dry_run=module.check_mode)
+            if module.check_mode:
+                continue
+            if p["state"] == "down":
+                pending.append((entry, kind, name))
+            elif p["wait"]:  # restored/present: in order, each ready before the next
+                started = time.monotonic()
+                obj, ok = wait(kube, kind, name, target, p["timeout"])
+                entry["seconds"] = round(time.monotonic() - started, 2)
+                if not ok:
+                    detail = diagnose(kube, obj)
+                    module.fail_json(
+                        msg="%s %s not ready with %d replicas after %ss; pods not ready: %s; events: %s"
+                        % (
+                            kind,
+                            name,
+                            target,
+                            p["timeout"],
+                            ", ".join(detail["pods_not_ready"]) or "none",
+                            " | ".join(detail["recent_events"]) or "none",
+                        ),
+                        changed=changed,
+                        services=results,
+                    )
+        if p["state"] == "down" and p["wait"] and not module.check_mode:
+            started = time.monotonic()
+            for entry, kind, name in pending:
+                _obj, ok = wait(kube, kind, name, 0, p["timeout"])
+                entry["seconds"] = round(time.monotonic() - started, 2)
+                if not ok:
+                    module.fail_json(
+                        msg="%s %s still has pods after %ss" % (kind, name, p["timeout"]),
+                        changed=changed,
+                        services=results,
+                    )
+    except KubeError as exc:
+        module.fail_json(
+            msg=str(exc),
+            changed=changed,
+            services=results,
+            outcome="unreachable" if exc.status == 0 and not changed else "failed",
+        )
+    module.exit_json(changed=changed, services=results)
+
+
+if __name__ == "__main__":
+    main()
