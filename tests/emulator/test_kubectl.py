@@ -162,7 +162,7 @@ def test_drain_respects_pdb_and_uncordon(kubectl, app, tmp_path):
     )
     on_node1 = lambda: [
         p["metadata"]["name"]
-        for p in get_json(kubectl, "pods", "-l", "app=web")["items"]  # noqa: E731
+        for p in get_json(kubectl, "pods", "-l", "app=web")["items"]
         if p["spec"].get("nodeName") == "node-1"
     ]
     assert on_node1()
@@ -202,8 +202,13 @@ def test_stale_resource_version_conflicts(kubectl, app, tmp_path):
 def test_logs_and_watch(kubectl, kube_env, app):
     assert "started" in kubectl("logs", "deploy/web", "-c", "c").stdout
     victim = get_json(kubectl, "pods", "-l", "app=web")["items"][0]["metadata"]["name"]
-    watcher = subprocess.Popen(["kubectl", "get", "pods", "-l", "app=web", "--watch-only", "--no-headers"],
-                               env=kube_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = subprocess.Popen(
+        ["kubectl", "get", "pods", "-l", "app=web", "--watch-only", "--no-headers"],
+        env=kube_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.5)  # let the watch start before the change it should report
         kubectl("delete", "pod", victim, "--wait=false")
@@ -237,6 +242,9 @@ spec:
     kubectl("rollout", "status", "statefulset/db", "--timeout=60s")
     status = get_json(kubectl, "sts", "db")["status"]
     assert status["updateRevision"] != before and status["currentRevision"] == status["updateRevision"]
-    hashes = {p["metadata"]["labels"]["controller-revision-hash"] for p in get_json(kubectl, "pods", "-l", "app=db")["items"]}
+    hashes = {
+        p["metadata"]["labels"]["controller-revision-hash"]
+        for p in get_json(kubectl, "pods", "-l", "app=db")["items"]
+    }
     assert hashes == {status["updateRevision"].rsplit("-", 1)[1]} or hashes == {status["updateRevision"]}
     assert "2 " in kubectl("rollout", "history", "statefulset/db").stdout

@@ -1,5 +1,6 @@
 """HTTP-level behaviour of the emulated API server: discovery, CRUD semantics, watches,
 subresources, controllers, garbage collection and the CLI."""
+
 import http.client
 import json
 import os
@@ -8,9 +9,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
-
-import pytest
 
 from driver import ROOT
 from driver.sandbox.kubeapi import KubeAPIServer, write_kubeconfig
@@ -33,16 +31,28 @@ def call(server, method, path, body=None, ctype="application/json", headers=None
 
 
 def workload(kind, name, replicas=1, image="app:1", **spec):
-    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "labels": {"app": name}},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {
-                "metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": image}]}},
-                **spec}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            },
+            **spec,
+        },
+    }
 
 
 def watch_lines(server, path, limit, timeout=10):
     """First `limit` events of a watch stream (the socket is closed afterwards)."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode())
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode()
+    )
     buf, events = b"", []
     while len(events) < limit:
         chunk = sock.recv(65536)
@@ -66,7 +76,9 @@ def test_health_version_discovery(server):
     assert core["pods/eviction"]["group"] == "policy" and core["pods/eviction"]["kind"] == "Eviction"
     assert core["pods"]["shortNames"] == ["po"] and core["nodes"]["namespaced"] is False
     apps = {r["name"]: r for r in call(server, "GET", "/apis/apps/v1")[1]["resources"]}
-    assert apps["deployments/scale"]["kind"] == "Scale" and apps["deployments/scale"]["group"] == "autoscaling"
+    assert (
+        apps["deployments/scale"]["kind"] == "Scale" and apps["deployments/scale"]["group"] == "autoscaling"
+    )
     assert "deployments/status" in apps and "statefulsets/scale" in apps
     index = call(server, "GET", "/openapi/v3")[1]["paths"]
     doc = call(server, "GET", index["apis/apps/v1"]["serverRelativeURL"])[1]
@@ -79,7 +91,9 @@ def test_create_semantics(server):
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "cfg-"}, "data": {"a": "1"}}
     code, obj = call(server, "POST", "/api/v1/namespaces/shop/configmaps", cm)
     assert code == 201 and obj["metadata"]["name"].startswith("cfg-") and len(obj["metadata"]["name"]) == 9
-    assert obj["metadata"]["uid"] and obj["metadata"]["creationTimestamp"] and obj["metadata"]["resourceVersion"]
+    assert (
+        obj["metadata"]["uid"] and obj["metadata"]["creationTimestamp"] and obj["metadata"]["resourceVersion"]
+    )
     named = dict(cm, metadata={"name": "dry"})
     code, obj = call(server, "POST", "/api/v1/namespaces/shop/configmaps?dryRun=All", named)
     assert code == 201 and call(server, "GET", "/api/v1/namespaces/shop/configmaps/dry")[0] == 404
@@ -97,20 +111,37 @@ def test_create_semantics(server):
     code, status = call(server, "POST", DEPLOY, b"\x0a\x04k8s", ctype="application/vnd.kubernetes.protobuf")
     assert code == 415
     listing = call(server, "GET", "/api/v1/configmaps?labelSelector=missing")[1]
-    assert listing["kind"] == "ConfigMapList" and listing["items"] == [] and listing["metadata"]["resourceVersion"]
+    assert (
+        listing["kind"] == "ConfigMapList"
+        and listing["items"] == []
+        and listing["metadata"]["resourceVersion"]
+    )
 
 
 def test_generation_status_subresource_and_conflicts(server):
-    code, dep = call(server, "POST", DEPLOY, dict(workload("Deployment", "gen", replicas=0), status={"replicas": 9}))
+    code, dep = call(
+        server, "POST", DEPLOY, dict(workload("Deployment", "gen", replicas=0), status={"replicas": 9})
+    )
     assert code == 201 and dep["metadata"]["generation"] == 1 and "replicas" not in dep.get("status", {})
-    code, dep = call(server, "PATCH", f"{DEPLOY}/gen", {"metadata": {"labels": {"x": "y"}}},
-                     "application/merge-patch+json")
+    code, dep = call(
+        server, "PATCH", f"{DEPLOY}/gen", {"metadata": {"labels": {"x": "y"}}}, "application/merge-patch+json"
+    )
     assert dep["metadata"]["generation"] == 1
-    code, dep = call(server, "PATCH", f"{DEPLOY}/gen", {"spec": {"paused": True}, "status": {"replicas": 5}},
-                     "application/merge-patch+json")
+    code, dep = call(
+        server,
+        "PATCH",
+        f"{DEPLOY}/gen",
+        {"spec": {"paused": True}, "status": {"replicas": 5}},
+        "application/merge-patch+json",
+    )
     assert dep["metadata"]["generation"] == 2 and dep.get("status", {}).get("replicas") != 5
-    code, dep = call(server, "PATCH", f"{DEPLOY}/gen/status", {"status": {"collisionCount": 7}, "spec": {"replicas": 4}},
-                     "application/merge-patch+json")
+    code, dep = call(
+        server,
+        "PATCH",
+        f"{DEPLOY}/gen/status",
+        {"status": {"collisionCount": 7}, "spec": {"replicas": 4}},
+        "application/merge-patch+json",
+    )
     assert dep["status"]["collisionCount"] == 7 and dep["spec"]["replicas"] == 0
     stale = dict(dep, metadata=dict(dep["metadata"], resourceVersion="1"))
     code, status = call(server, "PUT", f"{DEPLOY}/gen", stale)
@@ -120,7 +151,9 @@ def test_generation_status_subresource_and_conflicts(server):
     ops = [{"op": "replace", "path": "/spec/replicas", "value": 1}]
     code, dep = call(server, "PATCH", f"{DEPLOY}/gen?dryRun=All", ops, "application/json-patch+json")
     assert dep["spec"]["replicas"] == 1 and call(server, "GET", f"{DEPLOY}/gen")[1]["spec"]["replicas"] == 0
-    code, dep = call(server, "PATCH", f"{DEPLOY}/gen", "spec:\n  replicas: 1\n".encode(), "application/apply-patch+yaml")
+    code, dep = call(
+        server, "PATCH", f"{DEPLOY}/gen", b"spec:\n  replicas: 1\n", "application/apply-patch+yaml"
+    )
     assert code == 200 and dep["spec"]["replicas"] == 1
     code, scale = call(server, "GET", f"{DEPLOY}/gen/scale")
     assert (scale["kind"], scale["apiVersion"], scale["spec"]["replicas"]) == ("Scale", "autoscaling/v1", 1)
@@ -138,8 +171,11 @@ def test_watch_initial_replay_and_gone(server):
     call(server, "POST", path, {"metadata": {"name": "w2", "labels": {"w": "2"}}})
     call(server, "DELETE", f"{path}/w1")
     events = watch_lines(server, f"{path}?watch=1&resourceVersion={rv}&labelSelector=w%3D1", 2)
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("MODIFIED", "w1"), ("DELETED", "w1")]
-    events = watch_lines(server, f"/api/v1/watch/namespaces/shop/configmaps?labelSelector=w", 1)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("MODIFIED", "w1"),
+        ("DELETED", "w1"),
+    ]
+    events = watch_lines(server, "/api/v1/watch/namespaces/shop/configmaps?labelSelector=w", 1)
     assert events[0]["type"] == "ADDED" and events[0]["object"]["kind"] == "ConfigMap"
     events = watch_lines(server, f"{path}?watch=true&timeoutSeconds=1&fieldSelector=metadata.name%3Dw2", 5)
     assert [e["object"]["metadata"]["name"] for e in events] == ["w2"]  # stream ended after the timeout
@@ -155,35 +191,73 @@ def test_watch_initial_replay_and_gone(server):
 def test_statefulset_daemonset_and_garbage_collection(server):
     sts = workload("StatefulSet", "db", replicas=3, serviceName="db")
     assert call(server, "POST", "/apis/apps/v1/namespaces/shop/statefulsets", sts)[0] == 201
-    wait_for(lambda: call(server, "GET", "/apis/apps/v1/namespaces/shop/statefulsets/db")[1]
-             .get("status", {}).get("readyReplicas") == 3, what="statefulset ready")
+    wait_for(
+        lambda: (
+            call(server, "GET", "/apis/apps/v1/namespaces/shop/statefulsets/db")[1]
+            .get("status", {})
+            .get("readyReplicas")
+            == 3
+        ),
+        what="statefulset ready",
+    )
     pods = call(server, "GET", f"{PODS}?labelSelector=app%3Ddb")[1]["items"]
     assert sorted(p["metadata"]["name"] for p in pods) == ["db-0", "db-1", "db-2"]
     assert pods[0]["metadata"]["creationTimestamp"] <= pods[2]["metadata"]["creationTimestamp"]
     status = call(server, "GET", "/apis/apps/v1/namespaces/shop/statefulsets/db")[1]["status"]
-    assert status["currentRevision"] == status["updateRevision"] == pods[0]["metadata"]["labels"]["controller-revision-hash"]
+    assert (
+        status["currentRevision"]
+        == status["updateRevision"]
+        == pods[0]["metadata"]["labels"]["controller-revision-hash"]
+    )
     ds = workload("DaemonSet", "agent")
     ds["spec"].pop("replicas")
     call(server, "POST", "/apis/apps/v1/namespaces/shop/daemonsets", ds)
-    wait_for(lambda: sorted(p["spec"]["nodeName"] for p in call(server, "GET", f"{PODS}?labelSelector=app%3Dagent")[1]
-                            ["items"]) == ["node-1", "node-2"], what="one daemon pod per node")
+    wait_for(
+        lambda: (
+            sorted(
+                p["spec"]["nodeName"]
+                for p in call(server, "GET", f"{PODS}?labelSelector=app%3Dagent")[1]["items"]
+            )
+            == ["node-1", "node-2"]
+        ),
+        what="one daemon pod per node",
+    )
     call(server, "POST", DEPLOY, workload("Deployment", "orphaned", replicas=1))
     wait_for(lambda: call(server, "GET", f"{PODS}?labelSelector=app%3Dorphaned")[1]["items"], what="pod")
     call(server, "DELETE", f"{DEPLOY}/orphaned", {"propagationPolicy": "Orphan"})
-    rs = call(server, "GET", "/apis/apps/v1/namespaces/shop/replicasets?labelSelector=app%3Dorphaned")[1]["items"]
+    rs = call(server, "GET", "/apis/apps/v1/namespaces/shop/replicasets?labelSelector=app%3Dorphaned")[1][
+        "items"
+    ]
     assert len(rs) == 1 and not rs[0]["metadata"].get("ownerReferences")
     call(server, "DELETE", "/apis/apps/v1/namespaces/shop/statefulsets/db")
     call(server, "DELETE", "/apis/apps/v1/namespaces/shop/daemonsets/agent")
-    wait_for(lambda: not call(server, "GET", f"{PODS}?labelSelector=app+in+(db,agent)")[1]["items"], what="GC")
+    wait_for(
+        lambda: not call(server, "GET", f"{PODS}?labelSelector=app+in+(db,agent)")[1]["items"], what="GC"
+    )
     assert call(server, "GET", f"{PODS}?labelSelector=app%3Dorphaned")[1]["items"]
 
 
 def test_eviction_and_pod_lifecycle(server):
-    server.load([workload("Deployment", "guarded", replicas=2) | {"metadata": {"name": "guarded", "namespace": "shop"}},
-                 {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "g", "namespace": "shop"},
-                  "spec": {"minAvailable": "100%", "selector": {"matchLabels": {"app": "guarded"}}}}])
-    pods = wait_for(lambda: [p for p in call(server, "GET", f"{PODS}?labelSelector=app%3Dguarded")[1]["items"]
-                             if p["status"].get("containerStatuses", [{}])[0].get("ready")], what="ready pods")
+    server.load(
+        [
+            workload("Deployment", "guarded", replicas=2)
+            | {"metadata": {"name": "guarded", "namespace": "shop"}},
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "g", "namespace": "shop"},
+                "spec": {"minAvailable": "100%", "selector": {"matchLabels": {"app": "guarded"}}},
+            },
+        ]
+    )
+    pods = wait_for(
+        lambda: [
+            p
+            for p in call(server, "GET", f"{PODS}?labelSelector=app%3Dguarded")[1]["items"]
+            if p["status"].get("containerStatuses", [{}])[0].get("ready")
+        ],
+        what="ready pods",
+    )
     pod = pods[0]
     assert pod["spec"]["nodeName"] in ("node-1", "node-2") and pod["status"]["phase"] == "Running"
     assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
@@ -191,11 +265,18 @@ def test_eviction_and_pod_lifecycle(server):
     code, status = call(server, "POST", f"{PODS}/{pod['metadata']['name']}/eviction", eviction)
     assert (code, status["reason"]) == (429, "TooManyRequests") and "disruption budget" in status["message"]
     assert "started" in call(server, "GET", f"{PODS}/{pod['metadata']['name']}/log")[1]
-    call(server, "PATCH", "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/g",
-         {"spec": {"minAvailable": 1}}, "application/merge-patch+json")
+    call(
+        server,
+        "PATCH",
+        "/apis/policy/v1/namespaces/shop/poddisruptionbudgets/g",
+        {"spec": {"minAvailable": 1}},
+        "application/merge-patch+json",
+    )
     code, status = call(server, "POST", f"{PODS}/{pod['metadata']['name']}/eviction", eviction)
     assert code == 201 and call(server, "GET", f"{PODS}/{pod['metadata']['name']}")[0] == 404
-    events = call(server, "GET", "/api/v1/namespaces/shop/events?fieldSelector=involvedObject.name%3Dguarded")[1]
+    events = call(
+        server, "GET", "/api/v1/namespaces/shop/events?fieldSelector=involvedObject.name%3Dguarded"
+    )[1]
     assert any(e["reason"] == "ScalingReplicaSet" for e in events["items"])
     code, _ = call(server, "DELETE", f"{PODS}?labelSelector=app%3Dguarded")
     assert code == 200
@@ -205,11 +286,28 @@ def test_kubeconfig_and_cli(tmp_path):
     path = write_kubeconfig(str(tmp_path / "config"), "http://127.0.0.1:1", "shop")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     seed, ready = tmp_path / "seed.yaml", tmp_path / "ready"
-    seed.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: seeded}\n---\n"
-                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: other}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "driver.sandbox.kubeapi", "--port", "0", "--seed", str(seed),
-                             "--ready-file", str(ready), "--ready-delay", "0.1"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seed.write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: seeded}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: other}\n"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "driver.sandbox.kubeapi",
+            "--port",
+            "0",
+            "--seed",
+            str(seed),
+            "--ready-file",
+            str(ready),
+            "--ready-delay",
+            "0.1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(lambda: ready.exists(), timeout=20, what="ready file")
         port = int(ready.read_text())

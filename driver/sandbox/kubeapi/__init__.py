@@ -6,7 +6,7 @@ import yaml
 
 from .server import KubeAPIServer
 
-__all__ = ["KubeAPIServer", "write_kubeconfig", "load_manifests"]
+__all__ = ["KubeAPIServer", "load_manifests", "write_kubeconfig"]
 
 
 def write_kubeconfig(path, url, namespace="default"):

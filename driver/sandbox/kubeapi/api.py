@@ -237,7 +237,7 @@ class API:
                     raise APIError(
                         415,
                         "UnsupportedMediaType",
-                        f"the body of the request was in an unknown format - accepted media "
+                        "the body of the request was in an unknown format - accepted media "
                         "types include: application/json-patch+json, application/merge-patch"
                         "+json, application/apply-patch+yaml, application/strategic-merge-"
                         "patch+json",

@@ -16,7 +16,7 @@ import uuid
 
 from . import discovery
 from .api import ALNUM, int_or_percent, pdb_status, pod_ready
-from .store import labels_match, now_iso, parse_time, selector_from_spec
+from .store import labels_match, now_iso, parse_time
 
 log = logging.getLogger(__name__)
 R = {r.kind: r for r in discovery.RESOURCES if r.version == "v1" and r.group in ("", "apps")}
@@ -564,7 +564,7 @@ class Controllers:
         if len(pods) > want:
             rank = lambda p: (
                 bool(p["spec"].get("nodeName")),
-                p["status"].get("phase") == "Running",  # noqa: E731
+                p["status"].get("phase") == "Running",
                 pod_ready(p),
                 [-ord(ch) for ch in p["metadata"]["creationTimestamp"]],
             )
@@ -664,13 +664,14 @@ class Controllers:
         existing = self.store.get("apps/controllerrevisions", ns, rev_name)
         if existing is None:
             template = dict(copy.deepcopy(owner["spec"].get("template") or {}), **{"$patch": "replace"})
+            labels = (template.get("metadata") or {}).get("labels") or {}  # kubectl lists them by selector
             self.api.create(
                 R["ControllerRevision"],
                 ns,
                 {
                     "metadata": {
                         "name": rev_name,
-                        "labels": {"controller-revision-hash": rev_name.rsplit("-", 1)[1]},
+                        "labels": {**labels, "controller.kubernetes.io/hash": rev_name.rsplit("-", 1)[1]},
                         "ownerReferences": [owner_ref(owner)],
                     },
                     "data": {"spec": {"template": template}},

@@ -243,7 +243,7 @@ class KubeAPIServer:
             return 200, "ok", "text/plain; charset=utf-8"
         if method not in ("GET", "HEAD") and parts[:1] != ["api"] and parts[:1] != ["apis"]:
             raise APIError(
-                405, "MethodNotAllowed", f"the server does not allow this method on the requested resource"
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
             )
         if path == "/version":
             return 200, VERSION
@@ -324,7 +324,7 @@ class KubeAPIServer:
                 ],
             )
         raise APIError(
-            405, "MethodNotAllowed", f"the server does not allow this method on the requested resource"
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
         )
 
     def _watcher(self, res, ns, name, q):
