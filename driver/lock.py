@@ -29,9 +29,17 @@ def _kube_module():
 class LeaseKeeper:
     """Renews the Lease every RENEW_EVERY seconds while it is held by this incident."""
 
-    def __init__(self, kubeconfig: str | None, context: str | None, namespace: str, holder: str):
+    def __init__(
+        self,
+        kubeconfig: str | None,
+        context: str | None,
+        namespace: str,
+        holder: str,
+        interval: float = RENEW_EVERY,
+    ):
         self.args = (kubeconfig or None, context or None, namespace)
         self.holder = holder
+        self.interval = interval
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
@@ -39,13 +47,24 @@ class LeaseKeeper:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, release: bool = True) -> None:
+        """Stops renewing and, unless told otherwise, releases the Lease if this incident still holds
+        it: the playbook releases it itself, but not when it was cancelled or killed mid-run."""
         self.stop_event.set()
         self.thread.join(timeout=5)
+        if release:
+            try:
+                kube_module = _kube_module()
+                kube = kube_module.Kube(*self.args)
+                lease = kube.get_or_none("Lease", LEASE_NAME)
+                if lease and lease.get("spec", {}).get("holderIdentity") == self.holder:
+                    kube.delete("Lease", LEASE_NAME, resource_version=lease["metadata"]["resourceVersion"])
+            except Exception:  # unreachable now: the Lease expires by itself within LEASE_SECONDS
+                pass
 
     def _loop(self) -> None:
         kube_module = None
-        while not self.stop_event.wait(RENEW_EVERY):
+        while not self.stop_event.wait(self.interval):
             try:
                 kube_module = kube_module or _kube_module()
                 kube = kube_module.Kube(*self.args)
