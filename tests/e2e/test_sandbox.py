@@ -1,0 +1,84 @@
+"""The sandbox itself: endpoints for scripts, an idempotent `up`, and `reset` to the seeded state."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from driver import ROOT
+from driver.sandbox.platform import Sandbox
+from tests.conftest import wait_for
+
+
+@pytest.fixture
+def sandbox(target):
+    if target.status is None:
+        pytest.skip("runs only where the test session started the sandbox")
+    return Sandbox()  # EMERGENCY_SANDBOX_DIR points at the session's sandbox
+
+
+def sandbox_cli(target, *args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "driver", "sandbox", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **target.env},
+        timeout=120,
+    )
+    return proc
+
+
+def test_status_json_gives_every_endpoint(target, sandbox):
+    proc = sandbox_cli(target, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    for key in ("kubeconfig", "namespace"):
+        assert status[key]
+    for section, keys in {
+        "postgres": ("dsn",),
+        "s3": ("endpoint", "bucket", "access_key", "secret_key", "region"),
+        "redis": ("url",),
+    }.items():
+        for key in keys:
+            assert status[section][key], (section, key)
+    assert all(status["running"].values())
+    with psycopg.connect(status["postgres"]["dsn"]) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 3
+
+
+def test_up_is_idempotent(target, sandbox):
+    before = dict(sandbox.state["pids"]), dict(sandbox.state["ports"])
+    proc = sandbox_cli(target, "up")
+    assert proc.returncode == 0, proc.stderr
+    after = Sandbox()
+    assert (after.state["pids"], after.state["ports"]) == before
+
+
+def test_reset_restores_the_seeded_state(target, sandbox):
+    kube = target.kube()
+    dsn = sandbox.status()["postgres"]["dsn"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM trades")
+    kube.patch("Deployment", "crank", {"spec": {"replicas": 3}}, patch_type="merge")
+    proc = sandbox_cli(target, "reset")
+    assert proc.returncode == 0, proc.stderr
+    kube = target.kube()
+    assert kube.get("Deployment", "crank")["spec"]["replicas"] == 1
+    assert (
+        kube.get("Deployment", "crank")["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    )
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM trades").fetchone()[0] == 200
+    wait_for(
+        lambda: all(
+            kube.get("Deployment", n)["status"].get("readyReplicas") == r
+            for n, r in (("indexer", 1), ("api", 2), ("crank", 1))
+        ),
+        what="seeded workloads ready",
+    )
