@@ -91,3 +91,17 @@ def test_result_schema_fields():
     assert required <= set(data)
     assert data["schema"] == SCHEMA
     json.dumps(data)
+
+
+def test_awx_job_templates_are_generated_from_the_registry():
+    import yaml
+
+    from driver import ROOT, awx
+
+    committed = (ROOT / "awx" / "job_templates.yml").read_text()
+    assert committed == awx.render(), "stale: run python -m driver.awx > awx/job_templates.yml"
+    templates = yaml.safe_load(committed)["controller_templates"]
+    assert {t["name"] for t in templates} == {f"Emergency | {name}" for name in PROCEDURES}
+    for t in templates:
+        variables = {q["variable"] for q in t["survey_spec"]["spec"]}
+        assert "incident_id" in variables
