@@ -24,7 +24,7 @@ NODES = [
 def server():
     srv = KubeAPIServer(port=0, ready_delay=0.3)
     srv.start()
-    srv.load(NODES + [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}])
+    srv.load([*NODES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}])
     yield srv
     srv.stop()
 

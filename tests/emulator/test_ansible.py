@@ -14,6 +14,7 @@ PLAYBOOK = """
   gather_facts: false
   vars:
     ns: shop
+    revision_key: deployment.kubernetes.io/revision
     worker:
       apiVersion: apps/v1
       kind: Deployment
@@ -117,7 +118,7 @@ PLAYBOOK = """
         content: "{{ {'applied': applied.changed, 'again': again.changed, 'pods': pods.resources | length,
                      'scaled': scaled.result.status.readyReplicas, 'rollback': rollback.changed,
                      'image': rolled.resources[0].spec.template.spec.containers[0].image,
-                     'revision': rolled.resources[0].metadata.annotations['deployment.kubernetes.io/revision'],
+                     'revision': rolled.resources[0].metadata.annotations[revision_key],
                      'drained': drained.result, 'left': left.resources | length} | to_json }}"
 """
 

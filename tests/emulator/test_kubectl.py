@@ -115,7 +115,10 @@ def test_scale_patch_set_image(kubectl, app):
         ),
         what="3 ready pods",
     )
-    patch = '{"spec":{"template":{"spec":{"containers":[{"name":"c","env":[{"name":"LOG_LEVEL","value":"debug"}]}]}}}}'
+    patch = (
+        '{"spec":{"template":{"spec":{"containers":[{"name":"c",'
+        '"env":[{"name":"LOG_LEVEL","value":"debug"}]}]}}}}'
+    )
     kubectl("patch", "deployment", "web", "--type", "strategic", "-p", patch)
     containers = get_json(kubectl, "deploy", "web")["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["c", "side"]
@@ -160,11 +163,14 @@ def test_drain_respects_pdb_and_uncordon(kubectl, app, tmp_path):
     wait_for(
         lambda: get_json(kubectl, "pdb", "web").get("status", {}).get("disruptionsAllowed") == 1, what="pdb"
     )
-    on_node1 = lambda: [
-        p["metadata"]["name"]
-        for p in get_json(kubectl, "pods", "-l", "app=web")["items"]
-        if p["spec"].get("nodeName") == "node-1"
-    ]
+
+    def on_node1():
+        return [
+            p["metadata"]["name"]
+            for p in get_json(kubectl, "pods", "-l", "app=web")["items"]
+            if p["spec"].get("nodeName") == "node-1"
+        ]
+
     assert on_node1()
     kubectl("drain", "node-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s", timeout=90)
     assert get_json(kubectl, "node", "node-1")["spec"]["unschedulable"] is True

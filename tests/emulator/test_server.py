@@ -165,7 +165,7 @@ def test_generation_status_subresource_and_conflicts(server):
 
 def test_watch_initial_replay_and_gone(server):
     path = "/api/v1/namespaces/shop/configmaps"
-    code, first = call(server, "POST", path, {"metadata": {"name": "w1", "labels": {"w": "1"}}})
+    _code, first = call(server, "POST", path, {"metadata": {"name": "w1", "labels": {"w": "1"}}})
     rv = first["metadata"]["resourceVersion"]
     call(server, "PATCH", f"{path}/w1", {"data": {"a": "b"}}, "application/merge-patch+json")
     call(server, "POST", path, {"metadata": {"name": "w2", "labels": {"w": "2"}}})

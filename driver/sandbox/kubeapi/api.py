@@ -382,7 +382,7 @@ class API:
     def _default(self, res, obj):
         kind, meta = res.kind, obj["metadata"]
         spec = (
-            obj.setdefault("spec", {}) if kind in WORKLOADS + ("Pod", "Service", "Node") else obj.get("spec")
+            obj.setdefault("spec", {}) if kind in (*WORKLOADS, "Pod", "Service", "Node") else obj.get("spec")
         )
         if kind == "Namespace":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name")

@@ -361,7 +361,7 @@ class Controllers:
             self.scale_rs(d, new, want)
         rss = self.owned("ReplicaSet", ns, d)
         new = next((rs for rs in rss if new and rs["metadata"]["uid"] == new["metadata"]["uid"]), None)
-        surge, unavailable = self.surge_unavailable(d)
+        _surge, unavailable = self.surge_unavailable(d)
         status = {
             "observedGeneration": meta.get("generation", 1),
             "replicas": sum(stat(rs, "replicas") for rs in rss),
@@ -562,12 +562,15 @@ class Controllers:
         for _ in range(want - len(pods)):
             pods.append(self.new_pod(rs))
         if len(pods) > want:
-            rank = lambda p: (
-                bool(p["spec"].get("nodeName")),
-                p["status"].get("phase") == "Running",
-                pod_ready(p),
-                [-ord(ch) for ch in p["metadata"]["creationTimestamp"]],
-            )
+
+            def rank(p):
+                return (
+                    bool(p["spec"].get("nodeName")),
+                    p["status"].get("phase") == "Running",
+                    pod_ready(p),
+                    [-ord(ch) for ch in p["metadata"]["creationTimestamp"]],
+                )
+
             doomed = sorted(pods, key=rank)[: len(pods) - want]
             for pod in doomed:
                 self.delete_pod(rs, pod)

@@ -38,6 +38,7 @@ rbac.authorization.k8s.io/v1 rolebindings RoleBinding ns - - -
 rbac.authorization.k8s.io/v1 clusterroles ClusterRole cluster - - -
 rbac.authorization.k8s.io/v1 clusterrolebindings ClusterRoleBinding cluster - - -
 storage.k8s.io/v1 storageclasses StorageClass cluster sc - -
+authorization.k8s.io/v1 selfsubjectaccessreviews SelfSubjectAccessReview cluster - - -
 """
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
@@ -119,7 +120,7 @@ def resource_list(group, version):
             "singularName": r.kind.lower(),
             "namespaced": r.namespaced,
             "kind": r.kind,
-            "verbs": VERBS,
+            "verbs": ["create"] if r.kind == "SelfSubjectAccessReview" else VERBS,
         }
         if r.short:
             entry["shortNames"] = r.short

@@ -1,6 +1,7 @@
 """HTTP front end: routing of the Kubernetes REST paths onto the store/API layer,
 watch streaming, and the KubeAPIServer lifecycle object."""
 
+import contextlib
 import json
 import logging
 import queue
@@ -39,9 +40,9 @@ def _decode(headers, raw):
         raise APIError(
             415,
             "UnsupportedMediaType",
-            "the body of the request was in an unknown format - "
-            "accepted media types include: application/json, application/yaml (protobuf request "
-            "bodies are not supported by this server)",
+            "this sandbox API server does not decode protobuf request bodies (kubectl create <generator> "
+            "sends them): use `kubectl apply -f`, e.g. `kubectl create ... --dry-run=client -o yaml | "
+            "kubectl apply -f -`",
         )
     try:
         return (yaml.safe_load if "yaml" in ctype else json.loads)(raw or b"null")
@@ -59,10 +60,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def finish(self):
         self.server.connections.discard(self.connection)
-        try:
+        with contextlib.suppress(OSError):
             super().finish()
-        except OSError:
-            pass
 
     def log_message(self, fmt, *args):
         log.debug("%s " + fmt, self.address_string(), *args)
@@ -205,7 +204,7 @@ class KubeAPIServer:
             if obj.get("kind") == "List":
                 created += self.load(obj.get("items") or [])
                 continue
-            group, _, version = (obj.get("apiVersion") or "").rpartition("/")
+            group, _, _version = (obj.get("apiVersion") or "").rpartition("/")
             res = discovery.BY_KIND.get((group, obj.get("kind")))
             if res is None:
                 raise ValueError(f"unsupported kind {obj.get('apiVersion')}/{obj.get('kind')}")
@@ -220,10 +219,8 @@ class KubeAPIServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             for conn in list(self._httpd.connections):
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
@@ -256,7 +253,7 @@ class KubeAPIServer:
         if path == "/openapi/v3":
             return 200, discovery.openapi_v3_index()
         if parts[:2] == ["openapi", "v3"]:
-            gv = parts[3:] if parts[2:3] == ["apis"] else [""] + parts[3:]
+            gv = parts[3:] if parts[2:3] == ["apis"] else ["", *parts[3:]]
             doc = discovery.openapi_v3(*gv) if len(gv) == 2 else None
             if doc:
                 return 200, doc
@@ -282,7 +279,7 @@ class KubeAPIServer:
         if not rest or len(rest) > 3:
             raise APIError(404, "NotFound", "the server could not find the requested resource")
         res = self.api.resource(group, version, rest[0])
-        name, sub = (rest[1:] + [None, None])[:2]
+        name, sub = ([*rest[1:], None, None])[:2]
         if (
             (ns is not None and not res.namespaced)
             or (name and res.namespaced and ns is None)
@@ -299,7 +296,11 @@ class KubeAPIServer:
                 return 200, self.api.scale_of(res, obj)
             if sub == "log":
                 return 200, self.pod_log(obj, q), "text/plain"
-            return 200, tables.render(res, [self.api.view(res, obj)], headers) or self.api.view(res, obj)
+            return 200, tables.render(res, [self.api.view(res, obj)], headers, q) or self.api.view(res, obj)
+        if method == "POST" and res.kind == "SelfSubjectAccessReview":  # RBAC is not enforced: allow all
+            review = {} if "protobuf" in (headers.get("Content-Type") or "") else _decode(headers, raw) or {}
+            status = {"allowed": True, "reason": "the sandbox API server does not enforce RBAC"}
+            return 201, dict(review, apiVersion="authorization.k8s.io/v1", kind=res.kind, status=status)
         if method == "POST" and name is None:
             return 201, self.api.create(res, ns, _decode(headers, raw), dry)
         if method == "POST" and sub == "eviction":
@@ -352,7 +353,7 @@ class KubeAPIServer:
         first = [True]
 
         def render(obj):  # a Table watch sends column definitions with the first event only
-            table = tables.render(res, [self.api.view(res, obj)], headers, rows_only=not first[0])
+            table = tables.render(res, [self.api.view(res, obj)], headers, q, rows_only=not first[0])
             first[0] = False
             return table or self.api.view(res, obj)
 
@@ -360,7 +361,7 @@ class KubeAPIServer:
             with self.store.lock:
                 items = [self.api.view(res, o) for o in self._select(res, ns, name, q)]
                 rv = self.store.rv
-            return 200, tables.render(res, items, headers, rv) or self._list_doc(res, items, rv)
+            return 200, tables.render(res, items, headers, q, rv) or self._list_doc(res, items, rv)
         initial_events = q.get("sendInitialEvents") == "true"
         watcher = self._watcher(res, ns, name, q)
         timeout = float(q.get("timeoutSeconds") or WATCH_TIMEOUT)

@@ -18,9 +18,7 @@ def now_iso():
 def parse_time(value):
     try:
         return (
-            datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
-            .replace(tzinfo=datetime.UTC)
-            .timestamp()
+            datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
         )
     except (TypeError, ValueError):
         return 0.0
@@ -205,7 +203,7 @@ class Store:
             self.rv += 1
             obj["metadata"] = dict(obj["metadata"], resourceVersion=str(self.rv))
             self.objects[rkey][self.key(obj)] = obj
-            self.uids[obj["metadata"]["uid"]] = (rkey,) + self.key(obj)
+            self.uids[obj["metadata"]["uid"]] = (rkey, *self.key(obj))
             self._emit("ADDED" if old is None else "MODIFIED", rkey, obj, old)
             return obj
 

@@ -42,7 +42,8 @@ def _node_status(node):
 def _ports(svc):
     return (
         ",".join(
-            f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
+            f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}"
+            f"/{p.get('protocol', 'TCP')}"
             for p in _s(svc, "spec", "ports", default=[])
         )
         or "<none>"
@@ -166,22 +167,20 @@ COLUMNS = {
 }
 
 
-def render(res, items, headers, rv=None, rows_only=False):
+def _row_object(obj, include):
+    if include == "Object":
+        return obj
+    meta = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]}
+    return None if include == "None" else meta
+
+
+def render(res, items, headers, query, rv=None, rows_only=False):
     """A Table when the client asked for one (Accept: ...;as=Table), else None."""
     if "as=Table" not in (headers.get("Accept") or ""):
         return None
-    columns = [c if len(c) == 3 else c + (0,) for c in COLUMNS.get(res.kind, [NAME, AGE])]
-    rows = [
-        {
-            "cells": [fn(o) for _, fn, _ in columns],
-            "object": {
-                "kind": "PartialObjectMetadata",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": o["metadata"],
-            },
-        }
-        for o in items
-    ]
+    columns = [c if len(c) == 3 else (*c, 0) for c in COLUMNS.get(res.kind, [NAME, AGE])]
+    include = query.get("includeObject", "Metadata")
+    rows = [{"cells": [fn(o) for _, fn, _ in columns], "object": _row_object(o, include)} for o in items]
     table = {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {}, "rows": rows}
     if rv is not None:
         table["metadata"]["resourceVersion"] = str(rv)
