@@ -137,11 +137,14 @@ class Run:
         for argument in self.procedure.arguments:
             value = getattr(self.args, argument.var)
             if argument.names == "service":
-                choices = self.platform.service_names
+                choices = self.platform.all_service_names
                 for name in value or []:
                     validate.dns_label(name, "service", choices)
             if value is not None:
                 extravars[argument.var] = value
+        check = self.procedure.extra.get("validate")
+        if check:  # the procedure's own checks; it may normalise values (e.g. KEY=VALUE pairs to a map)
+            check(extravars, self.platform)
         if self.procedure.force_var:
             extravars[self.procedure.force_var] = bool(values["force"])
         if self.procedure.timeout_var:
@@ -324,14 +327,18 @@ class Run:
         print(f"  result: {path}")
 
     def _keep_lock(self, holder: str):
-        from driver.lock import LeaseKeeper
+        from driver.lock import LeaseKeeper, LeaseKeepers
 
-        try:
-            kubeconfig = self.platform.templated("platform_kubeconfig")
-            context = self.platform.templated("platform_context")
-        except Exception:  # the playbook reports an unusable kubeconfig itself
-            return None
-        return LeaseKeeper(kubeconfig, context, self.platform.namespace, holder).start()
+        keepers = []
+        for host, namespace in dict.fromkeys(self.platform.namespaces):  # one lock per namespace
+            platform = self.platform.for_host(host)
+            try:
+                kubeconfig = platform.templated("platform_kubeconfig")
+                context = platform.templated("platform_context")
+            except Exception:  # the playbook reports an unusable kubeconfig itself
+                continue
+            keepers.append(LeaseKeeper(kubeconfig, context, namespace, holder))
+        return LeaseKeepers(keepers).start() if keepers else None
 
 
 def _lock_seconds() -> int:

@@ -4,7 +4,7 @@ validates against exactly what the playbook will see."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,33 @@ class Platform:
     inventory: str
     host: str
     variables: dict[str, Any]
+    # Every host of group 'platform' (a fleet inventory has one per namespace), first one included.
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def all_services(self) -> list[dict[str, Any]]:
+        """The services of every host, for validating names given on the command line."""
+        found: dict[str, dict[str, Any]] = {}
+        for variables in self.hosts.values() or [self.variables]:
+            for service in variables.get("platform_services") or []:
+                found.setdefault(service.get("name"), service)
+        return list(found.values())
+
+    @property
+    def all_service_names(self) -> list[str]:
+        return [s.get("name") for s in self.all_services]
+
+    @property
+    def namespaces(self) -> list[tuple[str, str]]:
+        """(host, namespace) of every host, one namespace lock each."""
+        return [
+            (host, v.get("platform_namespace", ""))
+            for host, v in (self.hosts or {self.host: self.variables}).items()
+        ]
+
+    def for_host(self, host: str) -> Platform:
+        every = self.hosts or {self.host: self.variables}
+        return Platform(self.inventory, host, every[host], self.hosts)
 
     @property
     def services(self) -> list[dict[str, Any]]:
@@ -61,7 +88,12 @@ def load(inventory: str) -> Platform:
     hosts = manager.get_hosts("platform")
     if not hosts:
         raise InputError(f"inventory {inventory} has no host in group 'platform'")
-    variables = VariableManager(loader=loader, inventory=manager).get_vars(host=hosts[0])
-    if not variables.get("platform_services") or not variables.get("platform_namespace"):
-        raise InputError(f"inventory {inventory} defines no platform_services or platform_namespace")
-    return Platform(inventory=str(path), host=hosts[0].name, variables=dict(variables))
+    manager_vars = VariableManager(loader=loader, inventory=manager)
+    every = {host.name: dict(manager_vars.get_vars(host=host)) for host in hosts}
+    for name, variables in every.items():
+        if not variables.get("platform_services") or not variables.get("platform_namespace"):
+            raise InputError(
+                f"inventory {inventory}: host {name} has no platform_services or platform_namespace"
+            )
+    first = hosts[0].name
+    return Platform(inventory=str(path), host=first, variables=every[first], hosts=every)

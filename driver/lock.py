@@ -85,3 +85,19 @@ def holder(kubeconfig: str | None, context: str | None, namespace: str) -> str |
     kube = _kube_module().Kube(kubeconfig or None, context or None, namespace)
     lease = kube.get_or_none("Lease", LEASE_NAME)
     return (lease or {}).get("spec", {}).get("holderIdentity") or None
+
+
+class LeaseKeepers:
+    """One LeaseKeeper per namespace: a fleet inventory has one namespace (and one lock) per host."""
+
+    def __init__(self, keepers: list[LeaseKeeper]):
+        self.keepers = keepers
+
+    def start(self) -> LeaseKeepers:
+        for keeper in self.keepers:
+            keeper.start()
+        return self
+
+    def stop(self, release: bool = True) -> None:
+        for keeper in self.keepers:
+            keeper.stop(release)

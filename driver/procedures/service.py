@@ -1,0 +1,195 @@
+"""Service recovery on Kubernetes: rollback, failed-deployment recovery, emergency shutdown and resume,
+scale, unhealthy pods, environment changes, node drain and database pod recovery (runbooks 000, 002
+and 003)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from driver.registry import Argument, Procedure
+from driver.validate import InputError
+
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+# Values of variables with such names are shown as "(redacted)" in results.
+SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|DSN|URL|AUTH", re.IGNORECASE)
+
+
+def _one_service(values: dict[str, Any], var: str, flags: str) -> None:
+    if len(values.get(var) or []) != 1:
+        raise InputError(f"{flags} applies to exactly one --service")
+
+
+# -- per-procedure input checks (exit 2, nothing runs) ------------------------------------------------
+def check_rollback(values: dict[str, Any], platform) -> None:
+    if values.get("rollback_to_revision") is not None and values.get("rollback_image") is not None:
+        raise InputError("rollback: give --to-revision or --image, not both")
+    if values.get("rollback_to_revision") is not None or values.get("rollback_image") is not None:
+        _one_service(values, "rollback_services", "--to-revision/--image")
+    revision = values.get("rollback_to_revision")
+    if revision is not None and revision <= 0:
+        raise InputError(f"--to-revision must be a revision number above 0, got {revision}")
+    tag = values.get("rollback_image")
+    if tag is not None and not IMAGE_TAG.match(tag):
+        raise InputError(f"--image {tag[:40]!r} is not an image tag (letters, digits, '_', '.', '-')")
+    _deployments_only(values.get("rollback_services") or [], platform)
+
+
+def check_recover(values: dict[str, Any], platform) -> None:
+    seconds = values.get("recover_deployment_not_ready_seconds")
+    if seconds is not None and not 0 < seconds <= 86400:
+        raise InputError(f"--not-ready-seconds must be above 0 and at most 86400, got {seconds}")
+    _deployments_only(values.get("recover_deployment_services") or [], platform)
+
+
+def _deployments_only(names: list[str], platform) -> None:
+    kinds = {s["name"]: s.get("kind", "Deployment") for s in platform.all_services}
+    others = [n for n in names if kinds.get(n) != "Deployment"]
+    if others:
+        raise InputError(f"only Deployments keep revisions to roll back to; not: {', '.join(others)}")
+
+
+def check_scale(values: dict[str, Any], platform) -> None:
+    replicas, resources = values.get("scale_replicas"), values.get("scale_resources")
+    if replicas is None and not resources:
+        raise InputError("scale: give --replicas N, --resources cpu=...,memory=..., or both")
+    names = values.get("scale_services") or []
+    _one_service(values, "scale_services", "scale")
+    service = next(s for s in platform.all_services if s["name"] == names[0])
+    if replicas is not None:
+        if replicas < 1:
+            raise InputError("--replicas must be at least 1 (use shutdown to scale to zero)")
+        ceiling = service.get("max_replicas", service.get("replicas"))
+        if ceiling is not None and replicas > ceiling:
+            raise InputError(
+                f"--replicas {replicas} is above the ceiling of {names[0]} ({ceiling}, max_replicas "
+                "in the inventory)"
+            )
+    if resources:
+        values["scale_resources"] = parse_resources(resources)
+
+
+def parse_resources(text: str) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if key not in ("cpu", "memory") or not QUANTITY.match(value) or key in parsed:
+            raise InputError(
+                f"--resources {text[:60]!r}: expected cpu=QUANTITY,memory=QUANTITY (e.g. cpu=1,memory=1Gi)"
+            )
+        parsed[key] = value
+    return parsed
+
+
+def check_set_env(values: dict[str, Any], platform) -> None:
+    _one_service(values, "set_env_services", "set-env")
+    pairs = values.get("set_env_vars") or []
+    if not pairs:
+        raise InputError("set-env: give at least one KEY=VALUE")
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not ENV_NAME.match(key):
+            raise InputError(f"set-env: {pair[:40]!r} is not KEY=VALUE with a valid variable name")
+        if any(ord(c) < 32 for c in value) or len(value) > 4096:
+            raise InputError(f"set-env: the value of {key} has control characters or is too long")
+        env[key] = value
+    values["set_env_vars"] = env
+
+
+def check_unset_env(values: dict[str, Any], platform) -> None:
+    _one_service(values, "unset_env_services", "unset-env")
+    keys = values.get("unset_env_vars") or []
+    if not keys:
+        raise InputError("unset-env: give at least one KEY")
+    for key in keys:
+        if not ENV_NAME.match(key):
+            raise InputError(f"unset-env: {key[:40]!r} is not a valid variable name")
+
+
+def check_node(var: str):
+    def check(values: dict[str, Any], platform) -> None:
+        from driver import validate
+
+        validate.dns_label(values.get(var) or "", "node")
+
+    return check
+
+
+# -- lines for the operator -----------------------------------------------------------------------------
+def summarize_rollback(outputs: dict[str, Any]) -> list[str]:
+    lines = []
+    for key in ("rollback", "recover_deployment"):
+        for s in outputs.get(key, {}).get("services", []):
+            if key == "recover_deployment" and not s.get("failing"):
+                lines.append(f"{s['name']}: rollout healthy, left alone")
+                continue
+            why = f" ({s['reason']})" if s.get("reason") else ""
+            target = s.get("target_revision")
+            to = f"revision {target}" if target is not None else f"images {s.get('images')}"
+            if s.get("rolled_back") and s.get("new_revision") is None:
+                lines.append(
+                    f"{s['name']}{why}: would roll back from revision {s['previous_revision']} to {to}"
+                )
+            elif s.get("rolled_back"):
+                lines.append(
+                    f"{s['name']}{why}: rolled back to {to}, now revision {s['new_revision']}, ready"
+                )
+            else:
+                lines.append(f"{s['name']}: nothing to roll back (revision {s['previous_revision']})")
+        failed = outputs.get(key, {}).get("failed_service")
+        if failed:
+            lines.append(f"{failed['name']} NOT READY: {failed.get('reason', '')}")
+            lines += [f"  pod {pod}" for pod in failed.get("pods_not_ready", [])]
+    return lines
+
+
+def summarize_scaled(outputs: dict[str, Any]) -> list[str]:
+    lines = []
+    for key in ("shutdown", "resume", "scale"):
+        for s in outputs.get(key, {}).get("services", []):
+            verb = "scaled" if s.get("changed") else "unchanged"
+            lines.append(f"{s['name']}: {verb}, replicas {s['previous_replicas']} -> {s['replicas']}")
+    return lines
+
+
+PROCEDURES = (
+    Procedure(
+        name="rollback",
+        role="rollback",
+        runbooks=(
+            "000 Rollback Procedures",
+            "000 Docker Image Rollback",
+            "002 rollback",
+            "003 P0 outage (rollback)",
+        ),
+        arguments=(
+            Argument("--service", "rollback_services", kind="list", names="service", metavar="NAME"),
+            Argument("--to-revision", "rollback_to_revision", kind="int", metavar="N"),
+            Argument("--image", "rollback_image", metavar="TAG"),
+        ),
+        one_of=("--service",),
+        timeout_var="rollback_timeout",
+        summarize=summarize_rollback,
+        extra={"validate": check_rollback},
+    ),
+    Procedure(
+        name="recover-deployment",
+        role="recover_deployment",
+        runbooks=("002 Failed Deployment Recovery", "003 P0 outage (rollback)"),
+        arguments=(
+            Argument(
+                "--service", "recover_deployment_services", kind="list", names="service", metavar="NAME"
+            ),
+            Argument("--all", "recover_deployment_all", kind="bool"),
+            Argument("--not-ready-seconds", "recover_deployment_not_ready_seconds", kind="int", metavar="N"),
+        ),
+        one_of=("--service", "--all"),
+        timeout_var="recover_deployment_timeout",
+        summarize=summarize_rollback,
+        extra={"validate": check_recover},
+    ),
+)
