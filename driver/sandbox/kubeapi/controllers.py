@@ -47,8 +47,8 @@ def norm_template(template):
     return _prune(template)
 
 
-def template_hash(template, salt=0):
-    digest = hashlib.sha256(json.dumps([norm_template(template), salt], sort_keys=True).encode()).digest()
+def template_hash(normalized, salt=0):
+    digest = hashlib.sha256(f"{normalized}/{salt}".encode()).digest()
     return "".join(ALNUM[b % len(ALNUM)] for b in digest[:10])
 
 
@@ -144,11 +144,13 @@ class Controllers:
         self.rr = 0
         self.ips = 0
         self.seen_deletions = -1
+        self.settled = {}  # pod uid -> resourceVersion of a pod whose status is final
+        self.norms = {}  # (uid, resourceVersion) -> normalized pod template (JSON)
         self.stop_event = threading.Event()
 
     def run(self):
         while not self.stop_event.is_set():
-            self.store.changed.wait(0.15)
+            self.store.changed.wait(0.2)
             self.store.changed.clear()
             with self.store.lock:
                 for _ in range(8):
@@ -178,6 +180,15 @@ class Controllers:
     # ------------------------------------------------------------ plumbing
     def write(self, res, old, new):
         return self.store.put(discovery.rkey(res), new, old) if new != old else old
+
+    def norm(self, obj):
+        key = (obj["metadata"]["uid"], obj["metadata"].get("resourceVersion"))
+        if key not in self.norms:
+            if len(self.norms) > 5000:
+                self.norms.clear()
+            template = (obj.get("spec") or {}).get("template")
+            self.norms[key] = json.dumps(norm_template(template), sort_keys=True)
+        return self.norms[key]
 
     def owned(self, kind, namespace, owner):
         return [o for o in self.store.list(discovery.rkey(R[kind]), namespace) if controlled_by(o, owner)]
@@ -318,12 +329,12 @@ class Controllers:
         spec, meta, now = d["spec"], d["metadata"], now_iso()
         ns, want = meta["namespace"], replicas(d)
         rss = self.owned("ReplicaSet", ns, d)
-        target = norm_template(spec.get("template"))
+        target = self.norm(d)
         new = next(
             (
                 rs
                 for rs in sorted(rss, key=lambda r: r["metadata"]["creationTimestamp"])
-                if norm_template(rs["spec"].get("template")) == target
+                if self.norm(rs) == target
             ),
             None,
         )
@@ -439,11 +450,12 @@ class Controllers:
                     )
         status = without_zeros(status, keep=("observedGeneration",))
         status["conditions"] = conds
-        updated = copy.deepcopy(self.store.get("apps/deployments", ns, meta["name"]))
+        current = self.store.get("apps/deployments", ns, meta["name"])
+        annotations = dict(current["metadata"].get("annotations") or {})
         if new is not None:
-            updated["metadata"].setdefault("annotations", {})[REVISION] = str(revision(new))
-        updated["status"] = status
-        self.write(R["Deployment"], self.store.get("apps/deployments", ns, meta["name"]), updated)
+            annotations[REVISION] = str(revision(new))
+        metadata = dict(current["metadata"], annotations=annotations)
+        self.write(R["Deployment"], current, dict(current, metadata=metadata, status=status))
 
     def surge_unavailable(self, d):
         want, strategy = replicas(d), d["spec"].get("strategy") or {}
@@ -457,7 +469,7 @@ class Controllers:
     def create_rs(self, d, rev):
         ns, base = d["metadata"]["namespace"], d["metadata"]["name"]
         for salt in range(10):
-            h = template_hash(d["spec"].get("template"), salt)
+            h = template_hash(self.norm(d), salt)
             if self.store.get("apps/replicasets", ns, f"{base}-{h}") is None:
                 break
         template = copy.deepcopy(d["spec"].get("template") or {})
@@ -486,8 +498,7 @@ class Controllers:
         )
 
     def sync_rs_annotations(self, d, rs, rev):
-        new = copy.deepcopy(rs)
-        ann = new["metadata"].setdefault("annotations", {})
+        ann = dict(rs["metadata"].get("annotations") or {})
         for key, value in (d["metadata"].get("annotations") or {}).items():
             if key not in SKIP_ANNOTATIONS:
                 ann[key] = value
@@ -499,7 +510,9 @@ class Controllers:
         surge, _ = self.surge_unavailable(d)
         ann["deployment.kubernetes.io/desired-replicas"] = str(replicas(d))
         ann["deployment.kubernetes.io/max-replicas"] = str(replicas(d) + surge)
-        return self.write(R["ReplicaSet"], rs, new)
+        if ann == rs["metadata"].get("annotations"):
+            return rs
+        return self.write(R["ReplicaSet"], rs, dict(rs, metadata=dict(rs["metadata"], annotations=ann)))
 
     def scale_rs(self, d, rs, count):
         before = replicas(rs)
@@ -599,7 +612,7 @@ class Controllers:
     def statefulset(self, sts):
         spec, ns, name = sts["spec"], sts["metadata"]["namespace"], sts["metadata"]["name"]
         want, parallel = replicas(sts), spec.get("podManagementPolicy") == "Parallel"
-        update_rev = f"{name}-{template_hash(spec.get('template'))}"
+        update_rev = f"{name}-{template_hash(self.norm(sts))}"
         self.controller_revision(sts, update_rev)
         pods = {}
         for pod in self.owned("Pod", ns, sts):
@@ -690,7 +703,7 @@ class Controllers:
     # ------------------------------------------------------------ daemonsets
     def daemonset(self, ds):
         ns, spec = ds["metadata"]["namespace"], ds["spec"]
-        rev = template_hash(spec.get("template"))
+        rev = template_hash(self.norm(ds))
         nodes = {
             n["metadata"]["name"]
             for n in self.ready_nodes((spec.get("template") or {}).get("spec") or {}, False)
@@ -752,7 +765,9 @@ class Controllers:
         for pod in self.store.list("/pods"):
             meta, uid = pod["metadata"], pod["metadata"]["uid"]
             alive.add(uid)
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or self.settled.get(
+                uid
+            ) == meta.get("resourceVersion"):
                 continue
             new, now = copy.deepcopy(pod), now_iso()
             spec, status = new["spec"], new.setdefault("status", {})
@@ -779,9 +794,11 @@ class Controllers:
                 self.container_events(pod, spec)
             elapsed = time.monotonic() - self.started[uid][0]
             self.pod_status(pod, spec, status, conds, elapsed, addresses, now)
-            self.write(R["Pod"], pod, new)
+            if self.write(R["Pod"], pod, new) is pod and elapsed >= max(self.ready_delay, 1.0):
+                self.settled[uid] = meta.get("resourceVersion")  # nothing left to do until it changes
         for uid in set(self.started) - alive:
             del self.started[uid]
+            self.settled.pop(uid, None)
 
     def container_events(self, pod, spec):
         for c in spec.get("containers") or []:
