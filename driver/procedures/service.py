@@ -156,6 +156,18 @@ def summarize_scaled(outputs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summarize_env(outputs: dict[str, Any]) -> list[str]:
+    lines = []
+    for key in ("set_env", "unset_env"):
+        for s in outputs.get(key, {}).get("services", []):
+            verb = "changed" if s.get("changed") else "already so"
+            lines.append(f"{s['name']} ({s['container']}): {verb}; previous values {s.get('previous_env')}")
+        failed = outputs.get(key, {}).get("failed_service")
+        if failed:
+            lines.append(f"{failed['name']} NOT READY: {failed.get('reason', '')}")
+    return lines
+
+
 PROCEDURES = (
     Procedure(
         name="rollback",
@@ -191,5 +203,71 @@ PROCEDURES = (
         timeout_var="recover_deployment_timeout",
         summarize=summarize_rollback,
         extra={"validate": check_recover},
+    ),
+    Procedure(
+        name="shutdown",
+        role="shutdown",
+        runbooks=("000 Emergency Service Shutdown", "002 breach isolation (scale 0)"),
+        arguments=(
+            Argument("--service", "shutdown_services", kind="list", names="service", metavar="NAME"),
+            Argument("--all", "shutdown_all", kind="bool"),
+        ),
+        destructive=True,
+        one_of=("--service", "--all"),
+        timeout_var="shutdown_timeout",
+        summarize=summarize_scaled,
+    ),
+    Procedure(
+        name="resume",
+        role="resume",
+        runbooks=("000 Emergency Service Shutdown (scale back up)",),
+        arguments=(
+            Argument("--service", "resume_services", kind="list", names="service", metavar="NAME"),
+            Argument("--all", "resume_all", kind="bool"),
+        ),
+        one_of=("--service", "--all"),
+        timeout_var="resume_timeout",
+        summarize=summarize_scaled,
+    ),
+    Procedure(
+        name="scale",
+        role="scale",
+        runbooks=("002 scale", "003 Performance Degradation", "003 Worker Queue Backlog"),
+        arguments=(
+            Argument("--service", "scale_services", kind="list", names="service", metavar="NAME"),
+            Argument("--replicas", "scale_replicas", kind="int", metavar="N"),
+            Argument("--resources", "scale_resources", metavar="cpu=Q,memory=Q"),
+        ),
+        one_of=("--service",),
+        force_var="scale_force",
+        timeout_var="scale_timeout",
+        summarize=summarize_scaled,
+        extra={"validate": check_scale},
+    ),
+    Procedure(
+        name="set-env",
+        role="set_env",
+        runbooks=("003 Performance Degradation (debug logging)", "003 Database Connectivity Loss"),
+        arguments=(
+            Argument("--service", "set_env_services", kind="list", names="service", metavar="NAME"),
+            Argument("--env", "set_env_vars", kind="list", metavar="KEY=VALUE"),
+        ),
+        one_of=("--service",),
+        timeout_var="set_env_timeout",
+        summarize=summarize_env,
+        extra={"validate": check_set_env},
+    ),
+    Procedure(
+        name="unset-env",
+        role="unset_env",
+        runbooks=("003 Performance Degradation (debug logging off)", "003 Database Connectivity Loss"),
+        arguments=(
+            Argument("--service", "unset_env_services", kind="list", names="service", metavar="NAME"),
+            Argument("--env", "unset_env_vars", kind="list", metavar="KEY"),
+        ),
+        one_of=("--service",),
+        timeout_var="unset_env_timeout",
+        summarize=summarize_env,
+        extra={"validate": check_unset_env},
     ),
 )
