@@ -155,13 +155,13 @@ class API:
     def create(self, res, ns, body, dry_run=False, implicit_namespace=False):
         obj = copy.deepcopy(body)
         meta = self._check(res, obj, ns)
-        if res.namespaced and self.store.get("/namespaces", "", meta["namespace"]) is None:
-            if not implicit_namespace:
-                raise not_found(NS, meta["namespace"])
-            self.create(NS, None, {"metadata": {"name": meta["namespace"]}})
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + rand_suffix()
         with self.store.lock:
+            if res.namespaced and self.store.get("/namespaces", "", meta["namespace"]) is None:
+                if not implicit_namespace:
+                    raise not_found(NS, meta["namespace"])
+                self.create(NS, None, {"metadata": {"name": meta["namespace"]}})
             if self.store.get(discovery.rkey(res), meta.get("namespace"), meta.get("name", "")):
                 raise APIError(
                     409,
@@ -359,7 +359,8 @@ class API:
                 if not reqs or not labels_match(reqs, pod["metadata"].get("labels")):
                     continue
                 _, healthy, desired, allowed = pdb_status(pdb, all_pods)
-                if (allowed if pod_ready(pod) else healthy >= desired) <= 0:
+                # an unready pod does not count as healthy: evicting it only needs the budget to be met
+                if not (allowed > 0 if pod_ready(pod) else healthy >= desired):
                     raise APIError(
                         429,
                         "TooManyRequests",

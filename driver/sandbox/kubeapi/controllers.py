@@ -144,6 +144,7 @@ class Controllers:
         self.rr = 0
         self.ips = 0
         self.seen_deletions = -1
+        self.failed = set()  # (uid, resourceVersion) already reported as failing
         self.settled = {}  # pod uid -> resourceVersion of a pod whose status is final
         self.norms = {}  # (uid, resourceVersion) -> normalized pod template (JSON)
         self.stop_event = threading.Event()
@@ -164,17 +165,35 @@ class Controllers:
 
     def reconcile(self):
         self.nodes()
-        for kind, sync in (
-            ("Deployment", self.deployment),
-            ("ReplicaSet", self.replicaset),
-            ("StatefulSet", self.statefulset),
-            ("DaemonSet", self.daemonset),
+        nodes = self.store.list("/nodes")
+        addresses = {
+            n["metadata"]["name"]: next(
+                (a["address"] for a in n["status"].get("addresses", []) if a.get("type") == "InternalIP"),
+                "10.0.0.1",
+            )
+            for n in nodes
+        }
+        for rkey, sync in (
+            ("apps/deployments", self.deployment),
+            ("apps/replicasets", self.replicaset),
+            ("apps/statefulsets", self.statefulset),
+            ("apps/daemonsets", self.daemonset),
+            ("/pods", lambda pod: self.pod(pod, nodes, addresses)),
+            ("/services", self.endpoints),
+            ("policy/poddisruptionbudgets", self.pdb),
         ):
-            for obj in self.store.list(discovery.rkey(R[kind])):
-                sync(obj)
-        self.pods()
-        self.endpoints()
-        self.pdbs()
+            for obj in self.store.list(rkey):
+                try:
+                    sync(obj)
+                except Exception:  # one malformed object must not stop the others
+                    key = (obj["metadata"].get("uid"), obj["metadata"].get("resourceVersion"))
+                    if key not in self.failed:
+                        self.failed = self.failed if len(self.failed) < 1000 else set()
+                        self.failed.add(key)
+                        log.exception("cannot reconcile %s %s", rkey, obj["metadata"].get("name"))
+        for uid in set(self.started) - {p["metadata"]["uid"] for p in self.store.list("/pods")}:
+            del self.started[uid]
+            self.settled.pop(uid, None)
         self.gc()
 
     # ------------------------------------------------------------ plumbing
@@ -748,57 +767,38 @@ class Controllers:
         )
 
     # ------------------------------------------------------------ pods
-    def pods(self):
-        nodes = self.store.list("/nodes")
-        addresses = {
-            n["metadata"]["name"]: next(
-                (
-                    a["address"]
-                    for a in (n.get("status") or {}).get("addresses", [])
-                    if a.get("type") == "InternalIP"
-                ),
-                "10.0.0.1",
+    def pod(self, pod, nodes, addresses):
+        meta, uid = pod["metadata"], pod["metadata"]["uid"]
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed") or self.settled.get(uid) == meta.get("resourceVersion"):
+            return
+        new, now = copy.deepcopy(pod), now_iso()
+        spec, status = new["spec"], new.setdefault("status", {})
+        conds = status.setdefault("conditions", [])
+        if not spec.get("nodeName") and nodes:
+            fits = self.ready_nodes(spec)
+            if not fits:
+                message = f"0/{len(nodes)} nodes are available: no ready, schedulable node matches."
+                set_cond(conds, "PodScheduled", "False", now, "Unschedulable", message, probe=True)
+                self.event(pod, "FailedScheduling", message, "Warning", "default-scheduler")
+                self.write(R["Pod"], pod, new)
+                return
+            spec["nodeName"] = fits[self.rr % len(fits)]["metadata"]["name"]
+            self.rr += 1
+            self.event(
+                pod,
+                "Scheduled",
+                f"Successfully assigned {meta['namespace']}/{meta['name']} to {spec['nodeName']}",
+                component="default-scheduler",
             )
-            for n in nodes
-        }
-        alive = set()
-        for pod in self.store.list("/pods"):
-            meta, uid = pod["metadata"], pod["metadata"]["uid"]
-            alive.add(uid)
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or self.settled.get(
-                uid
-            ) == meta.get("resourceVersion"):
-                continue
-            new, now = copy.deepcopy(pod), now_iso()
-            spec, status = new["spec"], new.setdefault("status", {})
-            conds = status.setdefault("conditions", [])
-            if not spec.get("nodeName") and nodes:
-                fits = self.ready_nodes(spec)
-                if not fits:
-                    message = f"0/{len(nodes)} nodes are available: no ready, schedulable node matches."
-                    set_cond(conds, "PodScheduled", "False", now, "Unschedulable", message, probe=True)
-                    self.event(pod, "FailedScheduling", message, "Warning", "default-scheduler")
-                    self.write(R["Pod"], pod, new)
-                    continue
-                spec["nodeName"] = fits[self.rr % len(fits)]["metadata"]["name"]
-                self.rr += 1
-                self.event(
-                    pod,
-                    "Scheduled",
-                    f"Successfully assigned {meta['namespace']}/{meta['name']} to {spec['nodeName']}",
-                    component="default-scheduler",
-                )
-            if uid not in self.started:
-                self.ips += 1
-                self.started[uid] = (time.monotonic(), f"10.244.{self.ips // 250 % 250}.{self.ips % 250 + 2}")
-                self.container_events(pod, spec)
-            elapsed = time.monotonic() - self.started[uid][0]
-            self.pod_status(pod, spec, status, conds, elapsed, addresses, now)
-            if self.write(R["Pod"], pod, new) is pod and elapsed >= max(self.ready_delay, 1.0):
-                self.settled[uid] = meta.get("resourceVersion")  # nothing left to do until it changes
-        for uid in set(self.started) - alive:
-            del self.started[uid]
-            self.settled.pop(uid, None)
+        if uid not in self.started:
+            self.ips += 1
+            self.started[uid] = (time.monotonic(), f"10.244.{self.ips // 250 % 250}.{self.ips % 250 + 2}")
+            self.container_events(pod, spec)
+        elapsed = time.monotonic() - self.started[uid][0]
+        self.pod_status(pod, spec, status, conds, elapsed, addresses, now)
+        if self.write(R["Pod"], pod, new) is pod and elapsed >= max(self.ready_delay, 1.0):
+            self.settled[uid] = meta.get("resourceVersion")  # nothing left to do until it changes
 
     def container_events(self, pod, spec):
         for c in spec.get("containers") or []:
@@ -886,84 +886,74 @@ class Controllers:
         status.setdefault("qosClass", "BestEffort")
 
     # ------------------------------------------------------------ services, budgets, GC
-    def endpoints(self):
-        for svc in self.store.list("/services"):
-            selector, ns = (svc.get("spec") or {}).get("selector"), svc["metadata"]["namespace"]
-            if not selector:
-                continue
-            ready, not_ready, ports = [], [], []
-            for pod in self.store.list("/pods", ns):
-                ip = (pod.get("status") or {}).get("podIP")
-                if ip and selector.items() <= (pod["metadata"].get("labels") or {}).items():
-                    address = {
-                        "ip": ip,
-                        "nodeName": pod["spec"].get("nodeName"),
-                        "targetRef": {
-                            "kind": "Pod",
-                            "namespace": ns,
-                            "name": pod["metadata"]["name"],
-                            "uid": pod["metadata"]["uid"],
-                        },
-                    }
-                    (ready if pod_ready(pod) else not_ready).append(address)
-            for port in svc["spec"].get("ports") or []:
-                target = port.get("targetPort", port.get("port"))
-                entry = {
-                    "port": target if isinstance(target, int) else port.get("port"),
-                    "protocol": port.get("protocol", "TCP"),
+    def endpoints(self, svc):
+        selector, ns, name = (
+            svc["spec"].get("selector"),
+            svc["metadata"]["namespace"],
+            svc["metadata"]["name"],
+        )
+        if not selector:
+            return
+        subset = {"addresses": [], "notReadyAddresses": [], "ports": []}
+        for pod in self.store.list("/pods", ns):
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip and selector.items() <= (pod["metadata"].get("labels") or {}).items():
+                ref = {
+                    "kind": "Pod",
+                    "namespace": ns,
+                    "name": pod["metadata"]["name"],
+                    "uid": pod["metadata"]["uid"],
                 }
-                entry.update({"name": port["name"]} if port.get("name") else {})
-                ports.append(entry)
-            subset = {
-                k: v
-                for k, v in (("addresses", ready), ("notReadyAddresses", not_ready), ("ports", ports))
-                if v
+                address = {"ip": ip, "nodeName": pod["spec"].get("nodeName"), "targetRef": ref}
+                subset["addresses" if pod_ready(pod) else "notReadyAddresses"].append(address)
+        for port in svc["spec"].get("ports") or []:
+            target = port.get("targetPort", port.get("port"))
+            entry = {
+                "port": target if isinstance(target, int) else port.get("port"),
+                "protocol": port["protocol"],
             }
-            subsets = [subset] if ready or not_ready else []
-            existing = self.store.get("/endpoints", ns, svc["metadata"]["name"])
-            if existing is None:
-                self.api.create(
-                    R["Endpoints"],
-                    ns,
-                    {
-                        "metadata": {
-                            "name": svc["metadata"]["name"],
-                            "labels": svc["metadata"].get("labels") or {},
-                        },
-                        "subsets": subsets,
-                    },
-                )
-            else:
-                self.write(R["Endpoints"], existing, dict(existing, subsets=subsets))
+            subset["ports"].append(dict(entry, name=port["name"]) if port.get("name") else entry)
+        subsets = (
+            [{k: v for k, v in subset.items() if v}]
+            if subset["addresses"] or subset["notReadyAddresses"]
+            else []
+        )
+        existing = self.store.get("/endpoints", ns, name)
+        if existing is None:
+            labels = svc["metadata"].get("labels") or {}
+            self.api.create(
+                R["Endpoints"], ns, {"metadata": {"name": name, "labels": labels}, "subsets": subsets}
+            )
+        else:
+            self.write(R["Endpoints"], existing, dict(existing, subsets=subsets))
 
-    def pdbs(self):
+    def pdb(self, pdb):
         res = discovery.BY_PATH[("policy", "v1", "poddisruptionbudgets")]
-        for pdb in self.store.list("policy/poddisruptionbudgets"):
-            expected, healthy, desired, allowed = pdb_status(
-                pdb, self.store.list("/pods", pdb["metadata"]["namespace"])
-            )
-            conds = copy.deepcopy((pdb.get("status") or {}).get("conditions") or [])
-            set_cond(
-                conds,
-                "DisruptionAllowed",
-                "True" if allowed else "False",
-                now_iso(),
-                "SufficientPods" if allowed else "InsufficientPods",
-                "",
-                probe=True,
-            )
-            for c in conds:
-                c.pop("lastProbeTime", None)
-                c["observedGeneration"] = pdb["metadata"].get("generation", 1)
-            status = {
-                "observedGeneration": pdb["metadata"].get("generation", 1),
-                "disruptionsAllowed": allowed,
-                "currentHealthy": healthy,
-                "desiredHealthy": desired,
-                "expectedPods": expected,
-                "conditions": conds,
-            }
-            self.write(res, pdb, dict(pdb, status=status))
+        expected, healthy, desired, allowed = pdb_status(
+            pdb, self.store.list("/pods", pdb["metadata"]["namespace"])
+        )
+        conds = copy.deepcopy((pdb.get("status") or {}).get("conditions") or [])
+        set_cond(
+            conds,
+            "DisruptionAllowed",
+            "True" if allowed else "False",
+            now_iso(),
+            "SufficientPods" if allowed else "InsufficientPods",
+            "",
+            probe=True,
+        )
+        for c in conds:
+            c.pop("lastProbeTime", None)
+            c["observedGeneration"] = pdb["metadata"].get("generation", 1)
+        status = {
+            "observedGeneration": pdb["metadata"].get("generation", 1),
+            "disruptionsAllowed": allowed,
+            "currentHealthy": healthy,
+            "desiredHealthy": desired,
+            "expectedPods": expected,
+            "conditions": conds,
+        }
+        self.write(res, pdb, dict(pdb, status=status))
 
     def gc(self):
         if self.store.deletions == self.seen_deletions:
