@@ -317,3 +317,42 @@ def test_kubeconfig_and_cli(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_recreate_strategy_and_scale_to_zero(server):
+    dep = workload("Deployment", "rec", replicas=2, strategy={"type": "Recreate"})
+    call(server, "POST", DEPLOY, dep)
+
+    def status():
+        return call(server, "GET", f"{DEPLOY}/rec")[1].get("status", {})
+
+    wait_for(lambda: status().get("availableReplicas") == 2, what="rec available")
+    seen = []
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "app:2"}]}}}}
+    call(server, "PATCH", f"{DEPLOY}/rec", patch, "application/strategic-merge-patch+json")
+
+    def images():
+        pods = call(server, "GET", f"{PODS}?labelSelector=app%3Drec")[1]["items"]
+        seen.append({p["spec"]["containers"][0]["image"] for p in pods})
+        return seen[-1] == {"app:2"} and len(pods) == 2 and status().get("availableReplicas") == 2
+
+    wait_for(images, what="recreated pods")
+    assert {"app:1", "app:2"} not in seen  # old and new pods never ran together
+    call(server, "PATCH", f"{DEPLOY}/rec/scale", {"spec": {"replicas": 0}}, "application/merge-patch+json")
+    wait_for(
+        lambda: not call(server, "GET", f"{PODS}?labelSelector=app%3Drec")[1]["items"], what="scaled to 0"
+    )
+    assert status().get("replicas") is None and status()["observedGeneration"] == 3
+    call(server, "PATCH", f"{DEPLOY}/rec/scale", {"spec": {"replicas": 1}}, "application/merge-patch+json")
+    wait_for(lambda: status().get("availableReplicas") == 1, what="scaled back to 1")
+
+
+def test_malformed_object_does_not_stop_controllers(server):
+    bad = workload("Deployment", "weird", replicas=1)
+    bad["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "lots"}}
+    assert call(server, "POST", DEPLOY, bad)[0] == 201
+    call(server, "POST", DEPLOY, workload("Deployment", "fine", replicas=1))
+    wait_for(
+        lambda: call(server, "GET", f"{DEPLOY}/fine")[1].get("status", {}).get("availableReplicas") == 1,
+        what="the healthy deployment to keep reconciling",
+    )
