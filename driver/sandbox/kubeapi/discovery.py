@@ -62,9 +62,7 @@ def _parse():
 RESOURCES = _parse()
 GROUPS = list(dict.fromkeys(r.group for r in RESOURCES if r.group))  # preferred version listed first
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-BY_KIND = {}
-for _r in RESOURCES:
-    BY_KIND.setdefault((_r.group, _r.kind), _r)
+BY_KIND = {(f"{r.group}/{r.version}" if r.group else r.version, r.kind): r for r in RESOURCES}
 
 
 def rkey(res):

@@ -204,8 +204,7 @@ class KubeAPIServer:
             if obj.get("kind") == "List":
                 created += self.load(obj.get("items") or [])
                 continue
-            group, _, _version = (obj.get("apiVersion") or "").rpartition("/")
-            res = discovery.BY_KIND.get((group, obj.get("kind")))
+            res = discovery.BY_KIND.get((obj.get("apiVersion"), obj.get("kind")))
             if res is None:
                 raise ValueError(f"unsupported kind {obj.get('apiVersion')}/{obj.get('kind')}")
             created.append(self.api.create(res, None, obj, implicit_namespace=True))
