@@ -168,6 +168,50 @@ def summarize_env(outputs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summarize_pods(outputs: dict[str, Any]) -> list[str]:
+    lines = []
+    for key in ("restart_unhealthy", "db_pod_recover"):
+        out = outputs.get(key, {})
+        for s in out.get("services", []):
+            deleted = ", ".join(s.get("deleted") or []) or "none"
+            lines.append(f"{s['name']}: pods deleted: {deleted}; ready again in {s.get('seconds_to_ready')}s")
+        for w in out.get("writers", []):
+            lines.append(f"writer {w['name']}: {w['ready_replicas']} replicas ready")
+        if out.get("connection", {}).get("server_version"):
+            lines.append(f"PostgreSQL {out['connection']['server_version']} accepts the writers' credentials")
+        if out.get("failed_service"):
+            lines.append(
+                f"{out['failed_service']['name']} NOT READY: {out['failed_service'].get('reason', '')}"
+            )
+    return lines
+
+
+def check_min_age(values: dict[str, Any], platform) -> None:
+    age = values.get("restart_unhealthy_min_age")
+    if age is not None and not 0 <= age <= 3600:
+        raise InputError(f"--min-age must be between 0 and 3600 seconds, got {age}")
+
+
+def summarize_node(outputs: dict[str, Any]) -> list[str]:
+    lines = []
+    for key in ("drain", "uncordon"):
+        out = outputs.get(key)
+        if not out:
+            continue
+        node = out.get("node", {})
+        state = "unschedulable" if node.get("unschedulable") else "schedulable"
+        lines.append(
+            f"node {node.get('name')}: {state} (before: unschedulable={node.get('unschedulable_before')})"
+        )
+        lines += [f"  evicted {pod}" for pod in out.get("evicted", [])]
+        for w in out.get("rescheduled", []):
+            lines.append(
+                f"  {w['namespace']}/{w['name']}: {w['ready_elsewhere']}/{w['replicas']} ready on "
+                f"{', '.join(w['nodes'])}"
+            )
+    return lines
+
+
 PROCEDURES = (
     Procedure(
         name="rollback",
@@ -269,5 +313,47 @@ PROCEDURES = (
         timeout_var="unset_env_timeout",
         summarize=summarize_env,
         extra={"validate": check_unset_env},
+    ),
+    Procedure(
+        name="restart-unhealthy",
+        role="restart_unhealthy",
+        runbooks=("003 Performance Degradation (restart pods not running)", "002 restart"),
+        arguments=(
+            Argument("--service", "restart_unhealthy_services", kind="list", names="service", metavar="NAME"),
+            Argument("--min-age", "restart_unhealthy_min_age", kind="int", metavar="SECONDS"),
+        ),
+        one_of=("--service",),
+        timeout_var="restart_unhealthy_timeout",
+        summarize=summarize_pods,
+        extra={"validate": check_min_age},
+    ),
+    Procedure(
+        name="db-pod-recover",
+        role="db_pod_recover",
+        runbooks=("003 Database Connectivity Loss (database pod recovery)",),
+        destructive=True,
+        timeout_var="db_pod_recover_timeout",
+        summarize=summarize_pods,
+    ),
+    Procedure(
+        name="drain",
+        role="drain",
+        runbooks=("000 Kubernetes Cluster Issues (cordon, drain)",),
+        arguments=(Argument("--node", "drain_node", metavar="NODE"),),
+        destructive=True,
+        one_of=("--node",),
+        timeout_var="drain_timeout",
+        summarize=summarize_node,
+        extra={"validate": check_node("drain_node")},
+    ),
+    Procedure(
+        name="uncordon",
+        role="uncordon",
+        runbooks=("000 Kubernetes Cluster Issues (uncordon)",),
+        arguments=(Argument("--node", "uncordon_node", metavar="NODE"),),
+        one_of=("--node",),
+        timeout_var="uncordon_timeout",
+        summarize=summarize_node,
+        extra={"validate": check_node("uncordon_node")},
     ),
 )
