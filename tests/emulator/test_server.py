@@ -158,7 +158,9 @@ def test_generation_status_subresource_and_conflicts(server):
     code, scale = call(server, "GET", f"{DEPLOY}/gen/scale")
     assert (scale["kind"], scale["apiVersion"], scale["spec"]["replicas"]) == ("Scale", "autoscaling/v1", 1)
     assert scale["status"]["selector"] == "app=gen"
-    code, scale = call(server, "PUT", f"{DEPLOY}/gen/scale", dict(scale, spec={"replicas": 2}))
+    code, scale = call(
+        server, "PUT", f"{DEPLOY}/gen/scale", dict(scale, metadata={"name": "gen"}, spec={"replicas": 2})
+    )
     assert code == 200 and call(server, "GET", f"{DEPLOY}/gen")[1]["spec"]["replicas"] == 2
     assert call(server, "DELETE", f"{DEPLOY}/gen")[0] == 200
 

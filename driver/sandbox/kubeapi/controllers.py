@@ -92,8 +92,9 @@ def cond(obj, ctype):
     )
 
 
-def set_cond(conds, ctype, status, now, reason=None, message=None, bump=False, probe=False):
+def set_cond(conds, ctype, status, reason=None, message=None, bump=False, probe=False):
     """Set a condition, keeping timestamps when nothing changed (bump: refresh lastUpdateTime)."""
+    now = now_iso()
     old = next((c for c in conds if c.get("type") == ctype), None)
     if old and old.get("status") == status and old.get("reason") == reason and not bump:
         if message and old.get("message") != message:
@@ -345,53 +346,36 @@ class Controllers:
 
     # ------------------------------------------------------------ deployments
     def deployment(self, d):
-        spec, meta, now = d["spec"], d["metadata"], now_iso()
-        ns, want = meta["namespace"], replicas(d)
+        """Roll the Deployment's ReplicaSets towards its template, then publish its status."""
+        spec, ns = d["spec"], d["metadata"]["namespace"]
         rss = self.owned("ReplicaSet", ns, d)
-        target = self.norm(d)
-        new = next(
-            (
-                rs
-                for rs in sorted(rss, key=lambda r: r["metadata"]["creationTimestamp"])
-                if self.norm(rs) == target
-            ),
-            None,
-        )
+        by_age = sorted(rss, key=lambda r: r["metadata"]["creationTimestamp"])
+        new = next((rs for rs in by_age if self.norm(rs) == self.norm(d)), None)
         conds = copy.deepcopy((d.get("status") or {}).get("conditions") or [])
-        paused = bool(spec.get("paused"))
-        if not paused:
+        if spec.get("paused"):
+            if new is not None and not any(replicas(rs) for rs in rss if rs is not new):
+                self.scale_rs(d, new, replicas(d))
+        else:
             maxrev = max([revision(rs) for rs in rss if rs is not new] or [0])
             if new is None:
                 new = self.create_rs(d, maxrev + 1)
-                set_cond(
-                    conds,
-                    "Progressing",
-                    "True",
-                    now,
-                    "NewReplicaSetCreated",
-                    f'Created new replica set "{new["metadata"]["name"]}"',
-                )
-            elif revision(new) <= maxrev:
+                message = f'Created new replica set "{new["metadata"]["name"]}"'
+                set_cond(conds, "Progressing", "True", "NewReplicaSetCreated", message)
+            elif revision(new) <= maxrev:  # an old template again (rollback): it becomes the newest
                 new = self.sync_rs_annotations(d, new, maxrev + 1)
-                set_cond(
-                    conds,
-                    "Progressing",
-                    "True",
-                    now,
-                    "FoundNewReplicaSet",
-                    f'Found new replica set "{new["metadata"]["name"]}"',
-                )
+                message = f'Found new replica set "{new["metadata"]["name"]}"'
+                set_cond(conds, "Progressing", "True", "FoundNewReplicaSet", message)
             new = self.sync_rs_annotations(d, new, revision(new))
             olds = [rs for rs in rss if rs["metadata"]["uid"] != new["metadata"]["uid"]]
-            if (spec.get("strategy") or {}).get("type") == "Recreate":
-                self.recreate(d, new, olds)
-            else:
-                self.rolling(d, new, olds)
-        elif new is not None and not any(replicas(rs) for rs in rss if rs is not new):
-            self.scale_rs(d, new, want)
+            (self.recreate if (spec.get("strategy") or {}).get("type") == "Recreate" else self.rolling)(
+                d, new, olds
+            )
         rss = self.owned("ReplicaSet", ns, d)
         new = next((rs for rs in rss if new and rs["metadata"]["uid"] == new["metadata"]["uid"]), None)
-        _surge, unavailable = self.surge_unavailable(d)
+        self.deployment_status(d, rss, new, conds)
+
+    def deployment_status(self, d, rss, new, conds):
+        want, spec, meta = replicas(d), d["spec"], d["metadata"]
         status = {
             "observedGeneration": meta.get("generation", 1),
             "replicas": sum(stat(rs, "replicas") for rs in rss),
@@ -399,77 +383,41 @@ class Controllers:
             "readyReplicas": sum(stat(rs, "readyReplicas") for rs in rss),
             "availableReplicas": sum(stat(rs, "availableReplicas") for rs in rss),
         }
-        status["unavailableReplicas"] = max(0, sum(replicas(rs) for rs in rss) - status["availableReplicas"])
-        if status["availableReplicas"] >= want - unavailable:
-            set_cond(
-                conds,
-                "Available",
-                "True",
-                now,
-                "MinimumReplicasAvailable",
-                "Deployment has minimum availability.",
-            )
+        status["unavailableReplicas"] = max(0, sum(map(replicas, rss)) - status["availableReplicas"])
+        if status["availableReplicas"] >= want - self.surge_unavailable(d)[1]:
+            message = "Deployment has minimum availability."
+            set_cond(conds, "Available", "True", "MinimumReplicasAvailable", message)
         else:
-            set_cond(
-                conds,
-                "Available",
-                "False",
-                now,
-                "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.",
-            )
-        progressing = next((c for c in conds if c["type"] == "Progressing"), None)
-        if paused:
-            set_cond(conds, "Progressing", "Unknown", now, "DeploymentPaused", "Deployment is paused")
-        elif progressing and progressing.get("reason") == "DeploymentPaused":
-            set_cond(conds, "Progressing", "Unknown", now, "DeploymentResumed", "Deployment is resumed")
-        elif new is not None:
-            old_status, name = d.get("status") or {}, new["metadata"]["name"]
-            complete = status["updatedReplicas"] == want == status["replicas"] == status["availableReplicas"]
-            moved = (
-                status["updatedReplicas"] > old_status.get("updatedReplicas", 0)
-                or status["readyReplicas"] > old_status.get("readyReplicas", 0)
-                or status["availableReplicas"] > old_status.get("availableReplicas", 0)
-                or status["replicas"] - status["updatedReplicas"]
-                < old_status.get("replicas", 0) - old_status.get("updatedReplicas", 0)
-            )
-            if complete:
-                set_cond(
-                    conds,
-                    "Progressing",
-                    "True",
-                    now,
-                    "NewReplicaSetAvailable",
-                    f'ReplicaSet "{name}" has successfully progressed.',
-                )
-                self.cleanup(d, [rs for rs in rss if rs is not new])
-            elif moved:
-                set_cond(
-                    conds,
-                    "Progressing",
-                    "True",
-                    now,
-                    "ReplicaSetUpdated",
-                    f'ReplicaSet "{name}" is progressing.',
-                    bump=True,
-                )
-            elif progressing and progressing.get("reason") not in (
-                "NewReplicaSetAvailable",
-                "ProgressDeadlineExceeded",
-            ):
-                deadline = spec.get("progressDeadlineSeconds", 600)
-                if parse_time(progressing.get("lastUpdateTime")) + deadline < time.time():
-                    set_cond(
-                        conds,
-                        "Progressing",
-                        "False",
-                        now,
-                        "ProgressDeadlineExceeded",
-                        f'ReplicaSet "{name}" has timed out progressing.',
-                    )
-        status = without_zeros(status, keep=("observedGeneration",))
-        status["conditions"] = conds
-        current = self.store.get("apps/deployments", ns, meta["name"])
+            message = "Deployment does not have minimum availability."
+            set_cond(conds, "Available", "False", "MinimumReplicasUnavailable", message)
+        progressing = next((c for c in conds if c["type"] == "Progressing"), {})
+        old, name = d.get("status") or {}, new and new["metadata"]["name"]
+        moved = (  # the same notion of progress as the real controller
+            status["updatedReplicas"] > old.get("updatedReplicas", 0)
+            or status["readyReplicas"] > old.get("readyReplicas", 0)
+            or status["availableReplicas"] > old.get("availableReplicas", 0)
+            or status["replicas"] - status["updatedReplicas"]
+            < old.get("replicas", 0) - old.get("updatedReplicas", 0)
+        )
+        deadline = parse_time(progressing.get("lastUpdateTime")) + spec.get("progressDeadlineSeconds", 600)
+        if spec.get("paused"):
+            set_cond(conds, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused")
+        elif progressing.get("reason") == "DeploymentPaused":
+            set_cond(conds, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed")
+        elif new is None:
+            pass
+        elif status["updatedReplicas"] == want == status["replicas"] == status["availableReplicas"]:
+            message = f'ReplicaSet "{name}" has successfully progressed.'
+            set_cond(conds, "Progressing", "True", "NewReplicaSetAvailable", message)
+            self.cleanup(d, [rs for rs in rss if rs is not new])
+        elif moved:
+            message = f'ReplicaSet "{name}" is progressing.'
+            set_cond(conds, "Progressing", "True", "ReplicaSetUpdated", message, bump=True)
+        elif progressing.get("reason") not in (None, "NewReplicaSetAvailable") and deadline < time.time():
+            message = f'ReplicaSet "{name}" has timed out progressing.'
+            set_cond(conds, "Progressing", "False", "ProgressDeadlineExceeded", message)
+        status = dict(without_zeros(status, keep=("observedGeneration",)), conditions=conds)
+        current = self.store.get("apps/deployments", meta["namespace"], meta["name"])
         annotations = dict(current["metadata"].get("annotations") or {})
         if new is not None:
             annotations[REVISION] = str(revision(new))
@@ -779,7 +727,7 @@ class Controllers:
             fits = self.ready_nodes(spec)
             if not fits:
                 message = f"0/{len(nodes)} nodes are available: no ready, schedulable node matches."
-                set_cond(conds, "PodScheduled", "False", now, "Unschedulable", message, probe=True)
+                set_cond(conds, "PodScheduled", "False", "Unschedulable", message, probe=True)
                 self.event(pod, "FailedScheduling", message, "Warning", "default-scheduler")
                 self.write(R["Pod"], pod, new)
                 return
@@ -843,16 +791,10 @@ class Controllers:
         status["podIPs"] = [{"ip": status["podIP"]}]
         unready = f"containers with unready status: [{' '.join(bad or [c['name'] for c in containers])}]"
         for ctype in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"):
-            ok = ready or ctype not in ("Ready", "ContainersReady")
-            set_cond(
-                conds,
-                ctype,
-                "True" if ok else "False",
-                now,
-                None if ok else "ContainersNotReady",
-                None if ok else unready,
-                probe=True,
-            )
+            if ready or ctype not in ("Ready", "ContainersReady"):
+                set_cond(conds, ctype, "True", probe=True)
+            else:
+                set_cond(conds, ctype, "False", "ContainersNotReady", unready, probe=True)
         statuses = []
         for c in containers:
             image, cs = c.get("image"), {"name": c["name"], "image": c.get("image"), "restartCount": 0}
@@ -933,15 +875,8 @@ class Controllers:
             pdb, self.store.list("/pods", pdb["metadata"]["namespace"])
         )
         conds = copy.deepcopy((pdb.get("status") or {}).get("conditions") or [])
-        set_cond(
-            conds,
-            "DisruptionAllowed",
-            "True" if allowed else "False",
-            now_iso(),
-            "SufficientPods" if allowed else "InsufficientPods",
-            "",
-            probe=True,
-        )
+        reason = "SufficientPods" if allowed else "InsufficientPods"
+        set_cond(conds, "DisruptionAllowed", "True" if allowed else "False", reason, "", probe=True)
         for c in conds:
             c.pop("lastProbeTime", None)
             c["observedGeneration"] = pdb["metadata"].get("generation", 1)
