@@ -60,6 +60,11 @@ def stat(obj, key):
     return (obj.get("status") or {}).get(key) or 0
 
 
+def available_replicas(rs):
+    """Available pods of a ReplicaSet, never more than it is asked to run (its status may lag)."""
+    return min(replicas(rs), stat(rs, "availableReplicas"))
+
+
 def revision(rs):
     try:
         return int((rs["metadata"].get("annotations") or {}).get(REVISION, 0))
@@ -499,7 +504,6 @@ class Controllers:
     def rolling(self, d, new, olds):
         want = replicas(d)
         surge, unavailable = self.surge_unavailable(d)
-        avail = lambda rs: min(replicas(rs), stat(rs, "availableReplicas"))  # noqa: E731
         count, total = replicas(new), replicas(new) + sum(replicas(o) for o in olds)
         target = want if count > want else count + max(0, min(want + surge - total, want - count))
         new = self.scale_rs(d, new, target)
@@ -507,15 +511,16 @@ class Controllers:
         if not olds:
             return
         min_available = want - unavailable
-        budget = replicas(new) + sum(map(replicas, olds)) - min_available - (replicas(new) - avail(new))
+        # old pods that may go: every pod counts except the new ReplicaSet's unavailable ones
+        budget = sum(map(replicas, olds)) + available_replicas(new) - min_available
         for i, old in enumerate(olds):  # unhealthy old replicas go first
             if budget <= 0:
                 return
-            down = min(replicas(old) - avail(old), budget)
+            down = min(replicas(old) - available_replicas(old), budget)
             if down > 0:
                 olds[i] = self.scale_rs(d, old, replicas(old) - down)
                 budget -= down
-        budget = min(budget, avail(new) + sum(map(avail, olds)) - min_available)
+        budget = min(budget, available_replicas(new) + sum(map(available_replicas, olds)) - min_available)
         for old in olds:
             if budget <= 0:
                 break
