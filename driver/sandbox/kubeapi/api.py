@@ -95,6 +95,20 @@ def pdb_status(pdb, pods):
     return expected, healthy, desired, max(0, healthy - desired)
 
 
+def _default_pod_spec(spec):
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    for c in spec.get("containers") or []:
+        if isinstance(c, dict):
+            tag = str(c.get("image", "")).rsplit("/", 1)[-1].partition(":")[2]
+            c.setdefault("imagePullPolicy", "Always" if tag in ("", "latest") else "IfNotPresent")
+            for port in c.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
+
+
 class API:
     def __init__(self, store):
         self.store = store
@@ -395,17 +409,8 @@ class API:
                 data[key] = base64.b64encode(str(value).encode()).decode()
             obj.setdefault("type", "Opaque")
         elif kind == "Pod":
-            spec.setdefault("restartPolicy", "Always")
-            spec.setdefault("dnsPolicy", "ClusterFirst")
-            spec.setdefault("schedulerName", "default-scheduler")
+            _default_pod_spec(spec)
             spec.setdefault("serviceAccountName", "default")
-            spec.setdefault("terminationGracePeriodSeconds", 30)
-            for c in spec.get("containers") or []:
-                if isinstance(c, dict):
-                    latest = ":" not in str(c.get("image", "")).rsplit("/", 1)[-1] or str(
-                        c.get("image")
-                    ).endswith(":latest")
-                    c.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
             obj.setdefault("status", {"phase": "Pending", "qosClass": "BestEffort"})
         elif kind == "Service":
             spec.setdefault("type", "ClusterIP")
@@ -420,6 +425,8 @@ class API:
                     port.setdefault("protocol", "TCP")
                     port.setdefault("targetPort", port.get("port"))
             obj.setdefault("status", {"loadBalancer": {}})
+        if kind in WORKLOADS and isinstance((spec.get("template") or {}).get("spec"), dict):
+            _default_pod_spec(spec["template"]["spec"])
         if kind in WORKLOADS and kind != "DaemonSet":
             spec.setdefault("replicas", 1)
         if kind == "Deployment":
