@@ -48,10 +48,10 @@ class Procedure:
 
 
 def _collect() -> dict[str, Procedure]:
-    from driver.procedures import restart, service
+    from driver.procedures import database, restart, service
 
     procedures: dict[str, Procedure] = {}
-    for family in (restart, service):
+    for family in (restart, service, database):
         for procedure in family.PROCEDURES:
             procedures[procedure.name] = procedure
     return procedures

@@ -35,6 +35,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 NAMESPACE = "matchbook"
 DATABASE = "app"
 DB_USER = "app"
+ADMIN_USER = "postgres"
 BUCKET = "matchbook-backups"
 S3_REGION = "us-east-1"
 S3_KEY, S3_SECRET = "sandbox", "sandbox-secret"  # moto accepts any credentials
@@ -95,6 +96,7 @@ class Sandbox:
                 getattr(self, f"_start_{name}")()
             self.save()
         self.write_endpoints()
+        self._seed_backup()
         return self.status()
 
     def down(self) -> None:
@@ -141,6 +143,9 @@ class Sandbox:
                 "database": DATABASE,
                 "user": DB_USER,
                 "password_file": str(self.dir / "secrets" / "postgres-password"),
+                # The admin login the recovery procedures use (create, rename and drop databases).
+                "admin_user": ADMIN_USER,
+                "admin_password_file": str(self.dir / "secrets" / "postgres-admin-password"),
                 # The sandbox's own throwaway credentials, for scripts; never a real one.
                 "dsn": f"postgresql://{DB_USER}:{password}@127.0.0.1:{pg_port}/{DATABASE}",
             },
@@ -149,6 +154,7 @@ class Sandbox:
                 "bucket": BUCKET,
                 "access_key": S3_KEY,
                 "secret_key": S3_SECRET,
+                "secret_key_file": str(self.dir / "secrets" / "s3-secret-key"),
                 "region": S3_REGION,
             },
             "redis": {"url": f"redis://127.0.0.1:{ports.get('redis')}/0"},
@@ -210,8 +216,30 @@ class Sandbox:
         if os.geteuid() == 0:
             shutil.chown(conf, "postgres", "postgres")
         self._pg("pg_ctl", "-D", str(data), "-l", str(home / "postgres.log"), "-w", "-t", "60", "start")
+        self._set_admin_password()
         if fresh:
             self._seed_database(recreate=False)
+
+    def _set_admin_password(self) -> None:
+        """The superuser gets a password for TCP logins (the socket stays trust-only, for the sandbox
+        itself); it reaches psql on its standard input, never on a command line."""
+        password = self.secret("postgres-admin-password")
+        run = self.dir / "postgres" / "run"
+        self._pg(
+            "psql",
+            "-h",
+            str(run),
+            "-p",
+            str(self.port("postgres")),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            input=f"ALTER ROLE {ADMIN_USER} PASSWORD '{password}';\n",
+        )
 
     def _psql(self, sql: str, database: str = "postgres") -> None:
         run = self.dir / "postgres" / "run"
@@ -316,6 +344,51 @@ class Sandbox:
             region_name=S3_REGION,
         )
         s3.create_bucket(Bucket=BUCKET)
+        path = self.dir / "secrets" / "s3-secret-key"
+        if not path.exists():
+            self.secret("s3-secret-key")  # creates the folder and the file 0600
+            path.write_text(S3_SECRET)
+
+    def admin_database(self) -> dict[str, Any]:
+        """The admin connection to the sandbox's database, as the recovery modules take it."""
+        return {
+            "host": "127.0.0.1",
+            "port": self.port("postgres"),
+            "name": DATABASE,
+            "user": ADMIN_USER,
+            "password": self.secret("postgres-admin-password"),
+            "sslmode": "disable",
+        }
+
+    def backup_store(self) -> dict[str, Any]:
+        return {
+            "bucket": BUCKET,
+            "prefix": f"postgres/{DATABASE}",
+            "endpoint_url": f"http://127.0.0.1:{self.port('s3')}",
+            "region": S3_REGION,
+            "access_key": S3_KEY,
+            "secret_key": S3_SECRET,
+        }
+
+    def _seed_backup(self) -> None:
+        """A first backup in the bucket (moto keeps objects in memory, so after every start of it),
+        made by the same code as `python -m driver backup`."""
+        sys.path.insert(0, str(ROOT / "collections"))
+        from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
+
+        store = dbrecovery.Store(**self.backup_store())
+        if next(store.complete_backups(limit=1), None):
+            return
+        database = self.admin_database()
+        conn = dbrecovery.connect(database, DATABASE, autocommit=False)
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            dbrecovery.dump(
+                conn, snapshot, dbrecovery.utcnow(), database, store, "SANDBOX-SEED", 2, 1, str(self.dir)
+            )
+        finally:
+            conn.close()
 
     def _start_kubeapi(self) -> None:
         from driver.sandbox.kubeapi import write_kubeconfig

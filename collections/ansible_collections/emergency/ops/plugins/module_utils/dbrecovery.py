@@ -1,0 +1,566 @@
+# -*- coding: utf-8 -*-
+# Apache-2.0 (see galaxy.yml)
+"""What the database-recovery modules share: backup ids, the S3 backup store, PostgreSQL access.
+
+A backup lives in the bucket under ``<prefix>/<id>/``: the files of a directory-format ``pg_dump``
+under ``dump/`` and, written last, ``manifest.json``. A backup without a manifest is incomplete (its
+run was interrupted) and is never restored. Ids are UTC times with microseconds
+(``20261123T081512.123456Z``): sorted as strings they are in time order, so backups are ordered by
+id, never by S3's LastModified, which has one-second resolution.
+
+Databases the procedures create or keep carry a JSON marker in their comment
+(``COMMENT ON DATABASE``), which is how a re-run for the same incident knows what is already done
+and how ``restore-cleanup`` finds the databases it may drop.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+try:
+    import boto3
+    from botocore.config import Config as BotoConfig
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    HAS_BOTO3 = True
+except ImportError:  # reported by the module
+    HAS_BOTO3 = False
+
+try:
+    import psycopg
+    from psycopg import sql
+
+    HAS_PSYCOPG = True
+except ImportError:  # reported by the module
+    HAS_PSYCOPG = False
+
+ID_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+ID_PATTERN = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "emergency-ops/backup-manifest/v1"
+MARKER_KEY = "emergency.ops"
+CHUNK = 1024 * 1024
+
+DATABASE_ARGS = dict(
+    type="dict",
+    required=True,
+    options=dict(
+        host=dict(type="str", required=True),
+        port=dict(type="int", default=5432),
+        name=dict(type="str", required=True),
+        user=dict(type="str", required=True),
+        password=dict(type="str", no_log=True, default=""),
+        sslmode=dict(type="str", default="prefer"),
+    ),
+)
+
+STORE_ARGS = dict(
+    type="dict",
+    required=True,
+    options=dict(
+        bucket=dict(type="str", required=True),
+        prefix=dict(type="str", default="postgres"),
+        endpoint_url=dict(type="str"),
+        region=dict(type="str", default="us-east-1"),
+        access_key=dict(type="str", no_log=True),
+        secret_key=dict(type="str", no_log=True),
+    ),
+)
+
+
+class Failure(Exception):
+    """A failure with the outcome the driver maps to an exit code (invalid, refused, unreachable)."""
+
+    def __init__(self, message, outcome="failed"):
+        super(Failure, self).__init__(message)
+        self.outcome = outcome
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def iso(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_backup_id(moment=None):
+    return (moment or utcnow()).strftime(ID_FORMAT)
+
+
+def backup_time(backup_id):
+    return datetime.datetime.strptime(backup_id, ID_FORMAT).replace(tzinfo=datetime.timezone.utc)
+
+
+def parse_when(text):
+    """An operator's time: ``2026-11-20 10:30``, ``2026-11-20T10:30:00Z``, with an offset or not (UTC)."""
+    value = text.strip().replace("T", " ")
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    for fmt in ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            moment = datetime.datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        return moment.astimezone(datetime.timezone.utc)
+    raise Failure("cannot read the time %r; use YYYY-MM-DD HH:MM[:SS] (UTC) or ISO 8601" % text, "invalid")
+
+
+def incident_suffix(incident):
+    """The incident as a part of a database name: lowercase letters, digits and underscores."""
+    return re.sub(r"[^a-z0-9]+", "_", incident.lower()).strip("_")
+
+
+def derived_name(database, role, incident):
+    """``<db>_<role>_<incident>``, within PostgreSQL's 63-byte limit."""
+    name = "%s_%s_%s" % (database, role, incident_suffix(incident))
+    if len(name) > 63:
+        digest = hashlib.sha256(incident.encode()).hexdigest()[:8]
+        name = "%s_%s_%s" % (database[: 63 - len(role) - 10], role, digest)
+    return name
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- S3 ----------------------------------------------------------------------------------------------
+class Store:
+    """The backup bucket. Every call raises ``Failure``: unreachable, or invalid for a missing bucket."""
+
+    def __init__(
+        self,
+        bucket,
+        prefix="postgres",
+        endpoint_url=None,
+        region="us-east-1",
+        access_key=None,
+        secret_key=None,
+        **_ignored,
+    ):
+        self.bucket = bucket
+        self.prefix = (prefix or "").strip("/")
+        config = BotoConfig(
+            connect_timeout=5,
+            read_timeout=120,
+            retries={"max_attempts": 2, "mode": "standard"},
+            max_pool_connections=16,
+        )
+        kwargs = dict(region_name=region, endpoint_url=endpoint_url or None, config=config)
+        if access_key and secret_key:
+            kwargs.update(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+        self.s3 = boto3.client("s3", **kwargs)
+        self.endpoint = endpoint_url or "s3.%s.amazonaws.com" % region
+
+    def key(self, *parts):
+        return "/".join([p for p in (self.prefix, *parts) if p])
+
+    def call(self, what, function, **kwargs):
+        try:
+            return function(**kwargs)
+        except EndpointConnectionError as exc:
+            raise Failure(
+                "cannot reach the backup store %s: %s" % (self.endpoint, exc), "unreachable"
+            ) from exc
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchBucket",):
+                raise Failure(
+                    "bucket %s does not exist at %s" % (self.bucket, self.endpoint), "invalid"
+                ) from exc
+            if code in ("NoSuchKey", "404"):
+                raise
+            raise Failure("%s: %s" % (what, exc)) from exc
+        except BotoCoreError as exc:  # timeouts, broken connections
+            raise Failure(
+                "cannot reach the backup store %s: %s" % (self.endpoint, exc), "unreachable"
+            ) from exc
+
+    def check(self):
+        self.call("read the bucket", self.s3.head_bucket, Bucket=self.bucket)
+
+    def backup_ids(self):
+        """Every backup id under the prefix, complete or not, oldest first (ordered by id)."""
+        ids = []
+        paginator = self.s3.get_paginator("list_objects_v2")
+        pages = self.call(
+            "list backups",
+            lambda: list(
+                paginator.paginate(
+                    Bucket=self.bucket, Prefix=self.key("") + "/" if self.prefix else "", Delimiter="/"
+                )
+            ),
+        )
+        for page in pages:
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                if ID_PATTERN.match(name):
+                    ids.append(name)
+        return sorted(ids)
+
+    def manifest(self, backup_id):
+        try:
+            body = self.call(
+                "read manifest", self.s3.get_object, Bucket=self.bucket, Key=self.key(backup_id, MANIFEST)
+            )["Body"].read()
+        except ClientError:
+            return None
+        return json.loads(body)
+
+    def complete_backups(self, newest_first=True, limit=None):
+        """Yields ``(id, manifest)`` of complete backups, newest first by default."""
+        ids = self.backup_ids()
+        found = 0
+        for backup_id in reversed(ids) if newest_first else ids:
+            manifest = self.manifest(backup_id)
+            if manifest is None:
+                continue
+            yield backup_id, manifest
+            found += 1
+            if limit and found >= limit:
+                return
+
+    def upload(self, path, key, sha256):
+        self.call(
+            "upload %s" % key,
+            self.s3.upload_file,
+            Filename=path,
+            Bucket=self.bucket,
+            Key=key,
+            ExtraArgs={"Metadata": {"sha256": sha256}},
+        )
+
+    def put_json(self, key, document):
+        self.call(
+            "write %s" % key,
+            self.s3.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=json.dumps(document, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+        )
+
+    def download_verified(self, key, path, sha256, size):
+        """Streams one object to ``path`` hashing it on the way; returns the error or None."""
+        response = self.call("download %s" % key, self.s3.get_object, Bucket=self.bucket, Key=key)
+        digest, length = hashlib.sha256(), 0
+        with open(path, "wb") as handle:
+            for chunk in response["Body"].iter_chunks(CHUNK):
+                digest.update(chunk)
+                handle.write(chunk)
+                length += len(chunk)
+        if length != size or digest.hexdigest() != sha256:
+            return "%s: sha256 %s size %d, manifest says sha256 %s size %d" % (
+                key,
+                digest.hexdigest(),
+                length,
+                sha256,
+                size,
+            )
+        return None
+
+    def delete_backup(self, backup_id):
+        """Deletes every object of one backup, the manifest first so it is never half-listed as complete."""
+        self.call(
+            "delete manifest", self.s3.delete_object, Bucket=self.bucket, Key=self.key(backup_id, MANIFEST)
+        )
+        paginator = self.s3.get_paginator("list_objects_v2")
+        pages = self.call(
+            "list %s" % backup_id,
+            lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=self.key(backup_id) + "/")),
+        )
+        keys = [{"Key": o["Key"]} for page in pages for o in page.get("Contents", [])]
+        for start in range(0, len(keys), 1000):
+            self.call(
+                "delete %s" % backup_id,
+                self.s3.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": keys[start : start + 1000], "Quiet": True},
+            )
+        return len(keys) + 1
+
+
+def store_from(params):
+    return Store(**params)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+def connect(database, dbname=None, autocommit=True):
+    """An admin connection; unreachable servers and refused logins become ``Failure``."""
+    try:
+        return psycopg.connect(
+            host=database["host"],
+            port=database["port"],
+            user=database["user"],
+            password=database.get("password") or None,
+            dbname=dbname or "postgres",
+            sslmode=database.get("sslmode") or "prefer",
+            connect_timeout=5,
+            autocommit=autocommit,
+            application_name="emergency.ops",
+        )
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        if "authentication" in text or "password" in text or "does not exist" in text:
+            raise Failure(
+                "PostgreSQL at %s:%s refused the login: %s" % (database["host"], database["port"], text),
+                "invalid",
+            ) from exc
+        raise Failure(
+            "cannot reach PostgreSQL at %s:%s: %s" % (database["host"], database["port"], text), "unreachable"
+        ) from exc
+
+
+def pg_env(database):
+    """Environment for pg_dump/pg_restore: the password goes through PGPASSWORD, never argv."""
+    env = dict(os.environ)
+    env.update(
+        PGHOST=database["host"],
+        PGPORT=str(database["port"]),
+        PGUSER=database["user"],
+        PGSSLMODE=database.get("sslmode") or "prefer",
+        PGCONNECT_TIMEOUT="5",
+    )
+    if database.get("password"):
+        env["PGPASSWORD"] = database["password"]
+    return env
+
+
+def user_tables(conn):
+    """Ordinary tables outside the system schemas, as ``schema.table``."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' "
+        "AND c.relpersistence <> 't' ORDER BY 1, 2"
+    ).fetchall()
+    return [(schema, table) for schema, table in rows]
+
+
+def row_counts(conn):
+    counts = {}
+    for schema, table in user_tables(conn):
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        counts["%s.%s" % (schema, table)] = conn.execute(query).fetchone()[0]
+    return counts
+
+
+def databases(conn):
+    """Every non-template database: name, owner, size, whether it accepts connections, its marker."""
+    rows = conn.execute(
+        "SELECT d.datname, pg_get_userbyid(d.datdba), pg_database_size(d.oid), d.datallowconn, "
+        "shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE NOT d.datistemplate ORDER BY 1"
+    ).fetchall()
+    result = {}
+    for name, owner, size, allow, comment in rows:
+        result[name] = dict(
+            name=name,
+            owner=owner,
+            size=size,
+            allow_connections=allow,
+            marker=read_marker(comment),
+            comment=comment,
+        )
+    return result
+
+
+def read_marker(comment):
+    if not comment:
+        return None
+    try:
+        document = json.loads(comment)
+    except ValueError:
+        return None
+    return document.get(MARKER_KEY) if isinstance(document, dict) else None
+
+
+def set_marker(conn, name, marker):
+    conn.execute(
+        sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(json.dumps({MARKER_KEY: marker}, sort_keys=True))
+        )
+    )
+
+
+def terminate(conn, names):
+    """Terminates every other session on the named databases; returns who was connected."""
+    rows = conn.execute(
+        "SELECT pid, datname, usename, application_name, client_addr::text FROM pg_stat_activity "
+        "WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+        (list(names),),
+    ).fetchall()
+    for pid, _datname, _user, _app, _addr in rows:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    return [dict(database=d, user=u, application_name=a, client=c) for _p, d, u, a, c in rows]
+
+
+def allow_connections(conn, name, allow):
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(name), sql.SQL("true" if allow else "false")
+        )
+    )
+
+
+def fail(module, exc, **extra):
+    outcome = getattr(exc, "outcome", "failed")
+    module.fail_json(msg=str(exc), outcome=outcome, **extra)
+
+
+PG_DUMP = os.environ.get("EMERGENCY_PG_DUMP", "pg_dump")
+
+
+def process_tree(root):
+    """The pid of pg_dump and of its worker processes."""
+    pids, parents = {root}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in pids and pid not in pids:
+                pids.add(pid)
+                grew = True
+    return pids
+
+
+def open_files(pids):
+    paths = set()
+    for pid in pids:
+        folder = "/proc/%d/fd" % pid
+        try:
+            for fd in os.listdir(folder):
+                try:
+                    paths.add(os.readlink(os.path.join(folder, fd)))
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return paths
+
+
+class Pipeline:
+    """Uploads each file pg_dump has finished (closed by every pg_dump process) and deletes it."""
+
+    def __init__(self, store, backup_id, folder):
+        self.store, self.backup_id, self.folder = store, backup_id, folder
+        self.objects, self.peak = {}, 0
+
+    def ship(self, name):
+        path = os.path.join(self.folder, name)
+        size = os.path.getsize(path)
+        digest = sha256_file(path)
+        self.store.upload(path, self.store.key(self.backup_id, "dump", name), digest)
+        self.objects["dump/" + name] = {"sha256": digest, "size": size}
+        os.unlink(path)
+
+    def pending(self):
+        return sorted(n for n in os.listdir(self.folder) if "dump/" + n not in self.objects)
+
+    def run(self, proc):
+        while proc.poll() is None:
+            names = self.pending()
+            if names:
+                self.peak = max(self.peak, sum(os.path.getsize(os.path.join(self.folder, n)) for n in names))
+                busy = open_files(process_tree(proc.pid))
+                for name in names:
+                    # toc.dat is written when pg_dump finishes; it is shipped once pg_dump has exited.
+                    if name != "toc.dat" and os.path.join(self.folder, name) not in busy:
+                        self.ship(name)
+            time.sleep(0.2)
+        if proc.returncode == 0:
+            for name in self.pending():
+                self.ship(name)
+
+
+def count_rows(conn, counts, problems):
+    try:
+        counts.update(row_counts(conn))
+    except Exception as exc:  # reported by the caller once pg_dump is done
+        problems.append(exc)
+
+
+def dump(conn, snapshot, created, database, store, incident, jobs, compression, workdir):
+    """Dumps the database as of ``snapshot`` (exported by ``conn``, whose transaction stays open) to the
+    store; returns ``(backup_id, manifest, peak_local_bytes)``."""
+    backup_id = new_backup_id(created)
+    version = conn.execute("SHOW server_version").fetchone()[0]
+    size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    staging = tempfile.mkdtemp(prefix="emergency-backup-", dir=workdir)
+    os.chmod(staging, 0o700)
+    folder = os.path.join(staging, "dump")
+    try:
+        argv = [
+            PG_DUMP,
+            "--format=directory",
+            "--jobs=%d" % jobs,
+            "--compress=%d" % compression,
+            "--snapshot=%s" % snapshot,
+            "--file=%s" % folder,
+            "--dbname=%s" % database["name"],
+            "--no-password",
+        ]
+        # pg_dump runs as a child so its files can be shipped while it writes the next ones.
+        errors = open(os.path.join(staging, "pg_dump.err"), "w+")  # noqa: SIM115 - closed in finally
+        proc = subprocess.Popen(argv, env=pg_env(database), stdout=subprocess.DEVNULL, stderr=errors)
+        while not os.path.isdir(folder) and proc.poll() is None:
+            time.sleep(0.05)
+        # The counts come from the exported snapshot: exactly the rows pg_dump dumps. They are
+        # taken while the pipeline ships files, so the dump does not pile up on local disk.
+        counts, problems = {}, []
+        counter = threading.Thread(target=count_rows, args=(conn, counts, problems))
+        counter.start()
+        pipeline = Pipeline(store, backup_id, folder)
+        if os.path.isdir(folder):
+            pipeline.run(proc)
+        proc.wait()
+        counter.join()
+        conn.rollback()
+        if problems:
+            raise Failure("counting the rows in the dump's snapshot failed: %s" % problems[0])
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise Failure("pg_dump failed (exit %d): %s" % (proc.returncode, errors.read()[-1500:]))
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "id": backup_id,
+            "database": database["name"],
+            "server_version": version,
+            "created_at": iso(created),
+            "incident": incident,
+            "format": "pg_dump directory",
+            "jobs": jobs,
+            "database_bytes": size,
+            "objects": pipeline.objects,
+            "row_counts": counts,
+        }
+        # Written last: a backup without its manifest is incomplete and never restored.
+        store.put_json(store.key(backup_id, MANIFEST), manifest)
+    finally:
+        if "errors" in locals():
+            errors.close()
+        shutil.rmtree(staging, ignore_errors=True)
+    return backup_id, manifest, pipeline.peak
