@@ -61,6 +61,16 @@ def _ready_pods(pod):
     return f"{sum(1 for c in statuses if c.get('ready'))}/{total}"
 
 
+def _endpoints(ep):
+    pairs = [
+        f"{a['ip']}:{p['port']}"
+        for subset in ep.get("subsets") or []
+        for a in subset.get("addresses") or []
+        for p in subset.get("ports") or [{"port": "*"}]
+    ]
+    return ",".join(pairs[:3]) + (f" + {len(pairs) - 3} more..." if len(pairs) > 3 else "") or "<none>"
+
+
 NAME = ("Name", lambda o: o["metadata"]["name"])
 AGE = ("Age", age)
 WIDE = 1
@@ -164,6 +174,7 @@ COLUMNS = {
     ],
     "ConfigMap": [NAME, ("Data", lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})), AGE],
     "Lease": [NAME, ("Holder", lambda o: _s(o, "spec", "holderIdentity", default="")), AGE],
+    "Endpoints": [NAME, ("Endpoints", _endpoints), AGE],
 }
 
 
