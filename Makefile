@@ -13,6 +13,8 @@ demo: install
 	$(PY) -m driver sandbox up
 	$(PY) -m driver list
 	$(PY) -m driver restart --all --reason "demo: ordered restart of every service"
+	$(PY) -m driver backup --reason "demo: back up the database to the bucket"
+	$(PY) -m driver restore --backup latest --yes --reason "demo: restore the newest backup beside the live database and swap it in"
 
 test: install lint
 	$(PY) -m pytest tests
