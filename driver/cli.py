@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         own = sub.add_argument_group(f"{procedure.name} arguments")
         for argument in procedure.arguments:
             dest = argument.var
-            if argument.kind == "bool":
+            if not argument.flag.startswith("-"):  # positional words, e.g. set-env's KEY=VALUE...
+                own.add_argument(
+                    argument.var, nargs="*", metavar=argument.metavar, help=procedure.help_for(argument)
+                )
+            elif argument.kind == "bool":
                 own.add_argument(
                     argument.flag, dest=dest, action="store_true", help=procedure.help_for(argument)
                 )

@@ -294,7 +294,7 @@ PROCEDURES = (
         runbooks=("003 Performance Degradation (debug logging)", "003 Database Connectivity Loss"),
         arguments=(
             Argument("--service", "set_env_services", kind="list", names="service", metavar="NAME"),
-            Argument("--env", "set_env_vars", kind="list", metavar="KEY=VALUE"),
+            Argument("env", "set_env_vars", kind="list", metavar="KEY=VALUE"),
         ),
         one_of=("--service",),
         timeout_var="set_env_timeout",
@@ -307,7 +307,7 @@ PROCEDURES = (
         runbooks=("003 Performance Degradation (debug logging off)", "003 Database Connectivity Loss"),
         arguments=(
             Argument("--service", "unset_env_services", kind="list", names="service", metavar="NAME"),
-            Argument("--env", "unset_env_vars", kind="list", metavar="KEY"),
+            Argument("env", "unset_env_vars", kind="list", metavar="KEY"),
         ),
         one_of=("--service",),
         timeout_var="unset_env_timeout",

@@ -168,7 +168,7 @@ def test_rollback_refuses_a_revision_that_does_not_exist_listing_those_that_do(d
         ("scale", "--service", "api", "--replicas", "0"),
         ("scale", "--service", "api", "--resources", "gpu=1"),
         ("restart-unhealthy", "--service", "api;rm"),
-        ("set-env", "--service", "api", "--env", "1BAD=x"),
+        ("set-env", "--service", "api", "1BAD=x"),
         ("unset-env", "--service", "api"),
         ("drain", "--node", "Node_A", "--yes"),
         ("uncordon", "--node", ""),
@@ -378,18 +378,14 @@ def test_restart_unhealthy_of_a_broken_revision_fails_naming_it(driver, kube):
 # -- set-env / unset-env ------------------------------------------------------------------------------------
 def test_set_env_records_previous_values_and_unset_env_is_its_inverse(driver, kube):
     before = state(kube)
-    check = driver(
-        "set-env", "--service", "api", "--env", "RUST_LOG=debug", "--check", "--incident", incident_id()
-    )
+    check = driver("set-env", "--service", "api", "RUST_LOG=debug", "--check", "--incident", incident_id())
     assert check.rc == 0 and check.result["changed"] is True and state(kube) == before
     incident = incident_id()
     run = driver(
         "set-env",
         "--service",
         "api",
-        "--env",
         "RUST_LOG=debug",
-        "--env",
         "DB_RETRY_ATTEMPTS=10",
         "--incident",
         incident,
@@ -402,24 +398,20 @@ def test_set_env_records_previous_values_and_unset_env_is_its_inverse(driver, ku
         "set-env",
         "--service",
         "api",
-        "--env",
         "RUST_LOG=debug",
-        "--env",
         "DB_RETRY_ATTEMPTS=10",
         "--incident",
         incident,
     )
     assert again.rc == 0 and again.result["changed"] is False
-    unset = driver("unset-env", "--service", "api", "--env", "DB_RETRY_ATTEMPTS", "--incident", incident)
+    unset = driver("unset-env", "--service", "api", "DB_RETRY_ATTEMPTS", "--incident", incident)
     assert unset.rc == 0, unset.stderr
     assert "DB_RETRY_ATTEMPTS" not in env_of(kube, "api")
     assert unset.result["prior_state"]["env"]["api"] == {"DB_RETRY_ATTEMPTS": "10"}
-    restore = driver("set-env", "--service", "api", "--env", "RUST_LOG=info", "--incident", incident)
+    restore = driver("set-env", "--service", "api", "RUST_LOG=info", "--incident", incident)
     assert restore.rc == 0 and env_of(kube, "api")["RUST_LOG"] == "info"
     # DATABASE_URL comes from the Secret: shown by reference, its value never appears.
-    secret = driver(
-        "unset-env", "--service", "crank", "--env", "DATABASE_URL", "--check", "--incident", incident
-    )
+    secret = driver("unset-env", "--service", "crank", "DATABASE_URL", "--check", "--incident", incident)
     password = base64.b64decode(kube.get("Secret", "postgres-secret")["data"]["password"]).decode()
     assert secret.rc == 0 and password not in secret.stdout
     assert secret.result["outputs"]["unset_env"]["services"][0]["previous_env"]["DATABASE_URL"]["valueFrom"]
@@ -431,7 +423,6 @@ def test_a_set_env_whose_rollout_fails_is_reverted_by_rollback(driver, kube):
         "set-env",
         "--service",
         "indexer",
-        "--env",
         "RUST_LOG=debug",
         "--timeout",
         "3",
