@@ -263,6 +263,10 @@ def test_check_mode_reports_the_plan_and_touches_nothing(driver, db, kube, clean
     assert run.result["check_mode"] is True and run.result["changed"] is True
     assert run.result["outputs"]["restore"]["backup"]["id"] == ids[0]
     assert database_names(db) == names and counts(db) == live and replicas(kube) == before
+    # --before resolves the newest backup made before the time.
+    before_run = driver("restore", "--before", "2100-01-01 00:00", "--check", "--incident", incident_id())
+    assert before_run.rc == 0, before_run.stderr
+    assert before_run.result["outputs"]["restore"]["backup"]["id"] == ids[0]
     backup = driver("backup", "--check", "--incident", incident_id())
     assert backup.rc == 0 and backup.result["changed"] is True
     assert [i for i, _m in store(db).complete_backups()] == ids
