@@ -88,6 +88,19 @@ def summarize_cleanup(outputs: dict[str, Any]) -> list[str]:
     return [f"{verb} {d['name']} ({d['role']}, kept {d['kept_at']}, {_size(d['size'])})" for d in dropped]
 
 
+def summarize_migrate_rollback(outputs: dict[str, Any]) -> list[str]:
+    rollback = outputs.get("migrate_rollback", {})
+    if not rollback:
+        return []
+    lines = [
+        f"{rollback.get('outcome')}: {rollback.get('rolled_back')} "
+        f"(newest {rollback.get('newest_before')} -> {rollback.get('newest_after') or 'unchanged'})",
+        f"command in {rollback.get('service')}/{rollback.get('pod')}: {rollback.get('command')}",
+    ]
+    lines += [f"  {line}" for line in rollback.get("output_tail") or [] if line]
+    return lines
+
+
 PROCEDURES = (
     Procedure(
         name="backup",
@@ -127,5 +140,13 @@ PROCEDURES = (
         arguments=(Argument("--older-than", "restore_cleanup_older_than", metavar="AGE"),),
         destructive=True,
         summarize=summarize_cleanup,
+    ),
+    Procedure(
+        name="migrate-rollback",
+        role="migrate_rollback",
+        runbooks=("000 Database Rollback",),
+        destructive=True,
+        timeout_var="migrate_rollback_timeout",
+        summarize=summarize_migrate_rollback,
     ),
 )

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from . import discovery, tables
+from . import exec as pod_exec
 from .api import API
 from .controllers import Controllers
 from .store import APIError, Store, Watcher, now_iso, parse_field_selector, parse_label_selector
@@ -69,6 +70,9 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if pod_exec.is_exec(self.command, url.path):  # a WebSocket upgrade, see exec.py
+            pod_exec.serve(self.server.app, self, url.path, url.query)
+            return
         try:
             result = self.server.app.route(self.command, url.path, query, self.headers, self._body(), self)
             if result is not None:
@@ -168,8 +172,10 @@ class _HTTPServer(ThreadingHTTPServer):
 class KubeAPIServer:
     """Emulated Kubernetes API server; see README.md for what is covered."""
 
-    def __init__(self, host="127.0.0.1", port=0, ready_delay=1.0):
+    def __init__(self, host="127.0.0.1", port=0, ready_delay=1.0, exec_commands=None):
         self.host, self.port = host, port
+        # pods/exec runs only these commands, on the host (first word -> host argv; see exec.py).
+        self.exec_commands = dict(pod_exec.DEFAULT_COMMANDS if exec_commands is None else exec_commands)
         self.store = Store()
         self.api = API(self.store)
         self.controllers = Controllers(self.api, ready_delay)
