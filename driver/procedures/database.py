@@ -101,6 +101,19 @@ def summarize_migrate_rollback(outputs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summarize_db_failover(outputs: dict[str, Any]) -> list[str]:
+    failover = outputs.get("db_failover", {})
+    if not failover:
+        return []
+    promoted = failover.get("promoted") or {}
+    return [
+        f"{failover.get('outcome')}: {promoted.get('id')} -> {failover.get('new_endpoint') or 'unchanged'}",
+        f"Secret {failover.get('secret')} switched: {failover.get('secret_switched')}; "
+        f"writers restarted: {', '.join(failover.get('writers') or []) or 'none'}; "
+        f"{failover.get('kept_instance')} is kept",
+    ]
+
+
 PROCEDURES = (
     Procedure(
         name="backup",
@@ -148,5 +161,13 @@ PROCEDURES = (
         destructive=True,
         timeout_var="migrate_rollback_timeout",
         summarize=summarize_migrate_rollback,
+    ),
+    Procedure(
+        name="db-failover",
+        role="db_failover",
+        runbooks=("002 promote read replica",),
+        destructive=True,
+        timeout_var="db_failover_timeout",
+        summarize=summarize_db_failover,
     ),
 )

@@ -1,0 +1,180 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Apache-2.0 (see galaxy.yml)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: rds_promote
+short_description: Promote an RDS read replica once per incident and wait until it is available
+description:
+  - Calls the RDS API's C(PromoteReadReplica) directly, then waits until the instance is C(available)
+    and tags it with the incident (C(emergency-ops/failover-incident)), so a re-run for the same
+    incident promotes nothing again.
+  - Why not C(amazon.aws.rds_instance) with C(read_replica=false) - that module decides whether the
+    promotion finished from C(StatusInfos), which some RDS implementations (moto, the sandbox's AWS
+    emulator) never return, so it reports C(ok) and promotes nothing there. Calling the API is the
+    same request the module would make, without that dependency.
+  - Preflight refuses an instance that is not a read replica (unless this incident promoted it).
+  - In check mode it only reports what it would do.
+version_added: 1.0.0
+author: Emergency procedures maintainers
+options:
+  replica:
+    description: DB instance identifier of the read replica.
+    type: str
+    required: true
+  incident:
+    description: Incident recorded as a tag on the promoted instance.
+    type: str
+    required: true
+  region:
+    description: AWS region.
+    type: str
+    required: true
+  endpoint_url:
+    description: RDS endpoint; empty for AWS.
+    type: str
+    default: ""
+  access_key:
+    description: Access key id; empty for the default credential chain.
+    type: str
+    default: ""
+  secret_key:
+    description: Secret access key; empty for the default credential chain.
+    type: str
+    default: ""
+    no_log: true
+  timeout:
+    description: Seconds to wait until the promoted instance is available.
+    type: int
+    default: 900
+  poll_interval:
+    description: Seconds between two reads of the instance's status.
+    type: float
+    default: 2
+requirements:
+  - boto3
+"""
+
+EXAMPLES = r"""
+- name: DB failover | Promote the read replica
+  emergency.ops.rds_promote:
+    replica: matchbook-db-replica
+    incident: INC-20261122-0931
+    region: us-east-1
+"""
+
+RETURN = r"""
+instance:
+  description: The replica's identifier, status, endpoint and the source it replicated.
+  returned: always
+  type: dict
+promoted:
+  description: Whether this run promoted it (false when this incident already had, or in check mode).
+  returned: always
+  type: bool
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    import boto3
+    import botocore.exceptions
+
+    HAS_BOTO3 = True
+except ImportError:
+    HAS_BOTO3 = False
+
+TAG = "emergency-ops/failover-incident"
+
+
+def summary(db):
+    endpoint = db.get("Endpoint") or {}
+    return {
+        "id": db["DBInstanceIdentifier"],
+        "status": db.get("DBInstanceStatus"),
+        "address": endpoint.get("Address"),
+        "port": endpoint.get("Port"),
+        "source": db.get("ReadReplicaSourceDBInstanceIdentifier"),
+        "arn": db.get("DBInstanceArn"),
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            replica=dict(type="str", required=True),
+            incident=dict(type="str", required=True),
+            region=dict(type="str", required=True),
+            endpoint_url=dict(type="str", default=""),
+            access_key=dict(type="str", default="", no_log=False),
+            secret_key=dict(type="str", default="", no_log=True),
+            timeout=dict(type="int", default=900),
+            poll_interval=dict(type="float", default=2),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_BOTO3:
+        module.fail_json(msg="boto3 is required")
+    p = module.params
+    rds = boto3.client(
+        "rds",
+        region_name=p["region"],
+        endpoint_url=p["endpoint_url"] or None,
+        aws_access_key_id=p["access_key"] or None,
+        aws_secret_access_key=p["secret_key"] or None,
+    )
+
+    def describe():
+        return rds.describe_db_instances(DBInstanceIdentifier=p["replica"])["DBInstances"][0]
+
+    try:
+        db = describe()
+        tags = {
+            t["Key"]: t["Value"]
+            for t in rds.list_tags_for_resource(ResourceName=db["DBInstanceArn"])["TagList"]
+        }
+        if tags.get(TAG) == p["incident"]:
+            module.exit_json(changed=False, promoted=False, instance=summary(db))
+        if not db.get("ReadReplicaSourceDBInstanceIdentifier"):
+            module.fail_json(
+                msg="%s is not a read replica" % p["replica"], outcome="refused", instance=summary(db)
+            )
+        if db.get("DBInstanceStatus") != "available":
+            module.fail_json(
+                msg="%s is %s, not available" % (p["replica"], db.get("DBInstanceStatus")), outcome="refused"
+            )
+        if module.check_mode:
+            module.exit_json(changed=True, promoted=False, instance=summary(db))
+        rds.promote_read_replica(DBInstanceIdentifier=p["replica"])
+        deadline = time.monotonic() + p["timeout"]
+        time.sleep(min(p["poll_interval"], 1))
+        db = describe()
+        while db.get("DBInstanceStatus") != "available":
+            if time.monotonic() > deadline:
+                module.fail_json(
+                    msg="%s not available %ss after its promotion (status %s)"
+                    % (p["replica"], p["timeout"], db.get("DBInstanceStatus")),
+                    changed=True,
+                    instance=summary(db),
+                )
+            time.sleep(p["poll_interval"])
+            db = describe()
+        rds.add_tags_to_resource(
+            ResourceName=db["DBInstanceArn"], Tags=[{"Key": TAG, "Value": p["incident"]}]
+        )
+    except botocore.exceptions.EndpointConnectionError as exc:
+        module.fail_json(msg="cannot reach RDS: %s" % exc, outcome="unreachable")
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        module.fail_json(msg="RDS: %s" % exc, outcome="invalid" if code == "DBInstanceNotFound" else "failed")
+    module.exit_json(changed=True, promoted=True, instance=summary(db))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""`db-failover` against the sandbox's moto server (RDS API) and Kubernetes API, with the RDS-shaped
+inventory `inventories/sandbox-rds`. The fixture creates the primary, its read replica and the
+application's database Secret; the tests assert the instances' state, the Secret's values and the
+writers' restarts. (moto keeps ReadReplicaSourceDBInstanceIdentifier after a promotion, so the
+promotion is asserted through the incident tag and the Secret, not that field.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from driver import ROOT
+
+INVENTORY = str(ROOT / "inventories" / "sandbox-rds")
+PRIMARY, REPLICA, SECRET = "matchbook-db", "matchbook-db-replica", "postgres-rds-secret"
+TAG = "emergency-ops/failover-incident"
+
+
+def incident_id() -> str:
+    return f"INC-RDS-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def rds(target):
+    if target.status is None:
+        pytest.fail("the RDS tests need the sandbox's moto server")
+    s3 = target.status["s3"]
+    return boto3.client(
+        "rds",
+        endpoint_url=s3["endpoint"],
+        region_name=s3["region"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+    )
+
+
+def endpoint(rds, name: str) -> str:
+    found = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]["Endpoint"]
+    return f"{found['Address']}:{found['Port']}"
+
+
+def tags(rds, name: str) -> dict:
+    arn = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]["DBInstanceArn"]
+    return {t["Key"]: t["Value"] for t in rds.list_tags_for_resource(ResourceName=arn)["TagList"]}
+
+
+def secret_values(target) -> dict:
+    data = target.kube().get("Secret", SECRET)["data"]
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+@pytest.fixture
+def platform(target, rds):
+    """A primary with a read replica, and the application's Secret pointing at the primary."""
+    password = secrets.token_urlsafe(18)
+    rds.create_db_instance(
+        DBInstanceIdentifier=PRIMARY,
+        Engine="postgres",
+        DBInstanceClass="db.t3.micro",
+        MasterUsername="app",
+        MasterUserPassword=password,
+        AllocatedStorage=20,
+        DBName="app",
+    )
+    rds.create_db_instance_read_replica(DBInstanceIdentifier=REPLICA, SourceDBInstanceIdentifier=PRIMARY)
+    host, port = endpoint(rds, PRIMARY).split(":")
+    values = {
+        "host": host,
+        "port": port,
+        "username": "app",
+        "password": password,
+        "url": f"postgresql://app:{password}@{host}:{port}/app",
+    }
+    kube = target.kube()
+    kube.create(
+        "Secret",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": SECRET, "namespace": target.namespace},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+        },
+    )
+    try:
+        yield values
+    finally:
+        kube.delete("Secret", SECRET)
+        for name in (REPLICA, PRIMARY):
+            rds.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True)
+
+
+def revisions(target) -> dict:
+    kube = target.kube()
+    return {
+        name: kube.get("Deployment", name)["metadata"]["annotations"].get("deployment.kubernetes.io/revision")
+        for name in ("indexer", "api", "crank")
+    }
+
+
+def test_failover_first_and_second_run(driver, target, rds, platform, incidents):
+    incident = incident_id()
+    before = revisions(target)
+    replica_endpoint = endpoint(rds, REPLICA)
+
+    first = driver("db-failover", "--incident", incident, "--yes", "--inventory", INVENTORY)
+    assert first.rc == 0, first.stderr + first.stdout
+    assert first.result["changed"] is True
+    assert tags(rds, REPLICA).get(TAG) == incident
+    assert (
+        rds.describe_db_instances(DBInstanceIdentifier=REPLICA)["DBInstances"][0]["DBInstanceStatus"]
+        == "available"
+    )
+    values = secret_values(target)
+    assert f"{values['host']}:{values['port']}" == replica_endpoint
+    assert values["url"] == f"postgresql://app:{platform['password']}@{replica_endpoint}/app"
+    assert values["password"] == platform["password"]
+    # The old primary is kept.
+    assert (
+        rds.describe_db_instances(DBInstanceIdentifier=PRIMARY)["DBInstances"][0]["DBInstanceStatus"]
+        == "available"
+    )
+    after = revisions(target)
+    assert all(int(after[name]) > int(before[name]) for name in before)
+    prior = first.result["prior_state"]
+    assert prior["secret"]["host"] == platform["host"]
+    assert prior["primary"]["endpoint"] == endpoint(rds, PRIMARY)
+
+    second = driver("db-failover", "--incident", incident, "--yes", "--inventory", INVENTORY)
+    assert second.rc == 0, second.stderr + second.stdout
+    assert second.result["changed"] is False
+    assert revisions(target) == after
+    assert secret_values(target) == values
+
+    # The database password is in no output or file.
+    written = [p.read_text(errors="replace") for p in incidents.rglob("*") if p.is_file()]
+    for text in [first.stdout, first.stderr, second.stdout, second.stderr, *written]:
+        assert platform["password"] not in text
+
+
+def test_check_mode_changes_nothing(driver, target, rds, platform):
+    before = revisions(target)
+    run = driver("db-failover", "--incident", incident_id(), "--check", "--inventory", INVENTORY)
+    assert run.rc == 0, run.stderr + run.stdout
+    assert run.result["outputs"]["db_failover"]["promoted"]["id"] == REPLICA
+    assert TAG not in tags(rds, REPLICA)
+    assert secret_values(target)["host"] == platform["host"]
+    assert revisions(target) == before
+
+
+def test_bad_input_exits_2(driver, platform):
+    run = driver("db-failover", "--incident", "bad id!", "--yes", "--inventory", INVENTORY)
+    assert run.rc == 2
+
+
+def test_unknown_replica_fails_before_changing_anything(driver, target, rds, platform, tmp_path):
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text((Path(INVENTORY) / "hosts.yml").read_text())
+    (inventory / "group_vars" / "all" / "platform.yml").write_text(
+        (ROOT / "inventories" / "sandbox" / "group_vars" / "all" / "platform.yml").read_text()
+    )
+    text = (Path(INVENTORY) / "group_vars" / "all" / "rds.yml").read_text()
+    (inventory / "group_vars" / "all" / "rds.yml").write_text(
+        text.replace(f"replica: {REPLICA}", "replica: nope")
+    )
+    before = revisions(target)
+    run = driver("db-failover", "--incident", incident_id(), "--yes", "--inventory", str(inventory))
+    assert run.rc == 2, json.dumps(run.result["errors"])
+    assert secret_values(target)["host"] == platform["host"]
+    assert revisions(target) == before
+    # The lock was released and the real replica can still be promoted.
+    retry = driver("db-failover", "--incident", incident_id(), "--yes", "--inventory", INVENTORY)
+    assert retry.rc == 0, retry.stderr + retry.stdout
+    assert secret_values(target)["host"] == endpoint(rds, REPLICA).split(":")[0]
