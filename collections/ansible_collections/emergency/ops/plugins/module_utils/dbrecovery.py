@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import concurrent.futures
 import datetime
 import hashlib
 import json
@@ -564,3 +565,278 @@ def dump(conn, snapshot, created, database, store, incident, jobs, compression, 
             errors.close()
         shutil.rmtree(staging, ignore_errors=True)
     return backup_id, manifest, pipeline.peak
+
+
+# -- restore: resolve, fetch and verify, restore beside, swap -----------------------------------
+def describe(backup_id, manifest):
+    return {
+        "id": backup_id,
+        "database": manifest.get("database"),
+        "created_at": manifest.get("created_at"),
+        "server_version": manifest.get("server_version"),
+        "incident": manifest.get("incident"),
+        "objects": len(manifest.get("objects", {})),
+        "bytes": sum(o["size"] for o in manifest.get("objects", {}).values()),
+        "row_counts": manifest.get("row_counts", {}),
+    }
+
+
+def resolve(store, backup, before):
+    newest = [i for i, _m in store.complete_backups(limit=5)]
+    if before:
+        moment = parse_when(before)
+        for backup_id, manifest in store.complete_backups():
+            if backup_time(backup_id) < moment:
+                return describe(backup_id, manifest), newest
+        raise Failure(
+            "no complete backup made before %s; newest: %s"
+            % (moment.isoformat(), ", ".join(newest) or "none"),
+            "invalid",
+        )
+    if backup in (None, "", "latest"):
+        if not newest:
+            raise Failure("the backup store holds no complete backup", "invalid")
+        return describe(newest[0], store.manifest(newest[0])), newest
+    if not ID_PATTERN.match(backup):
+        raise Failure(
+            "%r is not a backup id (like 20261123T081512.123456Z); newest: %s"
+            % (backup[:40], ", ".join(newest) or "none"),
+            "invalid",
+        )
+    manifest = store.manifest(backup)
+    if manifest is None:
+        raise Failure(
+            "no complete backup %s in the store; newest: %s" % (backup, ", ".join(newest) or "none"),
+            "invalid",
+        )
+    return describe(backup, manifest), newest
+
+
+def fetch(store, backup_id, dest, check_mode):
+    manifest = store.manifest(backup_id)
+    if manifest is None:
+        raise Failure("no complete backup %s in the store" % backup_id, "invalid")
+    if check_mode:
+        return describe(backup_id, manifest)
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    os.chmod(dest, 0o700)
+    jobs = []
+    for name, meta in sorted(manifest["objects"].items()):
+        path = os.path.join(dest, name)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        jobs.append((store.key(backup_id, name), path, meta["sha256"], meta["size"]))
+    # Each object is hashed while it streams in (one pass); several stream at once.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        problems = [p for p in pool.map(lambda job: store.download_verified(*job), jobs) if p]
+    if problems:
+        raise Failure(
+            "backup %s failed its checksum verification; no database was touched: %s"
+            % (backup_id, "; ".join(problems[:5])),
+            "refused",
+        )
+    return describe(backup_id, manifest)
+
+
+def count_side(database, side, jobs):
+    """Counts every table of the side database, on several connections at once."""
+    with connect(database, side) as conn:
+        tables = user_tables(conn)
+
+    def count(batch):
+        result = {}
+        with connect(database, side) as conn:
+            for schema, table in batch:
+                query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(table)
+                )
+                result["%s.%s" % (schema, table)] = conn.execute(query).fetchone()[0]
+        return result
+
+    batches = [tables[i::jobs] for i in range(jobs) if tables[i::jobs]]
+    counts = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool:
+        for part in pool.map(count, batches):
+            counts.update(part)
+    return counts
+
+
+def compare(expected, actual):
+    problems = []
+    for table in sorted(set(expected) | set(actual)):
+        if table not in actual:
+            problems.append("%s: missing (manifest %d rows)" % (table, expected[table]))
+        elif table not in expected:
+            problems.append("%s: not in the manifest" % table)
+        elif expected[table] != actual[table]:
+            problems.append("%s: %d rows, manifest %d" % (table, actual[table], expected[table]))
+    return problems
+
+
+PG_RESTORE = os.environ.get("EMERGENCY_PG_RESTORE", "pg_restore")
+
+
+class Mismatch(Failure):
+    """The restored rows differ from the manifest's counts."""
+
+    def __init__(self, message, mismatches, counts):
+        super(Mismatch, self).__init__(message)
+        self.mismatches, self.counts = mismatches, counts
+
+
+def side_state(present, side, backup_id, live):
+    """Whether ``side`` already holds ``backup_id`` verified; refuses a database no restore made."""
+    if side == live:
+        raise Failure("the side database cannot be the live database", "invalid")
+    existing = present.get(side)
+    marker = (existing or {}).get("marker") or {}
+    if existing and marker.get("role") != "side":
+        raise Failure(
+            "database %s exists and was not created by a restore; refusing to replace it" % side, "refused"
+        )
+    return bool(marker.get("role") == "side" and marker.get("backup") == backup_id and marker.get("verified"))
+
+
+def restore_side(conn, database, present, side, backup, source, incident, jobs, owner=None):
+    """Creates ``side`` (owner, encoding and collation of the live database), restores the verified
+    directory-format dump in ``source/dump`` into it with ``pg_restore --jobs``, and counts every table
+    on ``jobs`` connections against the manifest. A side database already verified for the same backup
+    is not restored again; one left unverified by an interrupted run is dropped and restored again.
+    Returns ``(changed, row_counts)``; raises ``Mismatch`` when the counts differ from the manifest's."""
+    live = database["name"]
+    done = side_state(present, side, backup["id"], live)
+    marker = {"role": "side", "incident": incident, "backup": backup["id"], "verified": False}
+    if not done:
+        if side in present:  # left unverified by an interrupted run: start again
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(side)))
+        template = conn.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s",
+            (live,),
+        ).fetchone() or ("UTF8", None, None)
+        owner = present[live]["owner"] if live in present else (owner or database["user"])
+        create = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {}").format(
+            sql.Identifier(side), sql.Identifier(owner), sql.Literal(template[0])
+        )
+        if template[1]:
+            create += sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(
+                sql.Literal(template[1]), sql.Literal(template[2])
+            )
+        conn.execute(create)
+        set_marker(conn, side, dict(marker, at=iso(utcnow())))
+        # pg_restore is run directly: community.postgresql.postgresql_db restores on one core only
+        # (its issue 594) and chooses pg_restore only for a .pgc file.
+        argv = [
+            PG_RESTORE,
+            "--format=directory",
+            "--jobs=%d" % jobs,
+            "--exit-on-error",
+            "--no-password",
+            "--dbname=%s" % side,
+            os.path.join(source, "dump"),
+        ]
+        proc = subprocess.run(argv, env=pg_env(database), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise Failure(
+                "pg_restore into %s failed (exit %d): %s"
+                % (side, proc.returncode, proc.stderr.strip()[-1500:])
+            )
+    counts = count_side(database, side, jobs)
+    problems = compare(backup.get("row_counts") or {}, counts)
+    if problems:
+        raise Mismatch(
+            "the restored rows differ from the backup's manifest: %s" % "; ".join(problems[:10]),
+            problems,
+            counts,
+        )
+    if not done:
+        set_marker(conn, side, dict(marker, verified=True, at=iso(utcnow())))
+    return not done, counts
+
+
+def smoke(database, side, queries):
+    """Runs each query on ``side``: it must return exactly one row whose first column is true."""
+    passed = []
+    with connect(database, side) as conn:
+        for query in queries:
+            try:
+                rows = conn.execute(query["sql"]).fetchall()
+            except psycopg.Error as exc:
+                raise Failure("smoke query %r failed on %s: %s" % (query["name"], side, exc)) from exc
+            if len(rows) != 1 or not rows[0] or not rows[0][0]:
+                raise Failure(
+                    "smoke query %r did not return true on %s: %r" % (query["name"], side, rows[:2])
+                )
+            passed.append(query["name"])
+    return passed
+
+
+def live_swap(present, live):
+    """The swap marker on the live database (which incident swapped it in, how), or {}."""
+    return ((present.get(live) or {}).get("marker") or {}).get("swap") or {}
+
+
+def rename(conn, old, new):
+    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
+class SwapFailed(Failure):
+    """The swap failed; ``rolled_back`` says whether the old live database is confirmed back."""
+
+    def __init__(self, message, rolled_back, terminated):
+        super(SwapFailed, self).__init__(message)
+        self.rolled_back, self.terminated = rolled_back, terminated
+
+
+def swap_databases(conn, present, live, replacement, keep_as, action, kept_role, incident, details):
+    """Closes both databases to new connections, terminates their sessions, then in one transaction
+    renames ``live`` to ``keep_as`` and ``replacement`` to ``live`` (PostgreSQL renames databases
+    transactionally) with markers saying what happened, and opens the new live database again.
+    Returns ``(terminated sessions, seconds the live database was closed)``. On failure the old live
+    database is put back in service under its name before ``SwapFailed`` is raised."""
+    if replacement not in present:
+        raise Failure("nothing to swap in: database %s does not exist" % replacement, "refused")
+    if keep_as in present:
+        raise Failure("database %s already exists; refusing to overwrite it" % keep_as, "refused")
+    now = iso(utcnow())
+    closed = time.monotonic()
+    terminated = []
+    try:
+        names = [n for n in (live, replacement) if n in present]
+        for name in names:
+            allow_connections(conn, name, False)
+        terminated = terminate(conn, names)
+        with conn.transaction():
+            if live in present:
+                rename(conn, live, keep_as)
+                kept = {"incident": incident, "role": kept_role, "was": live, "at": now, "action": action}
+                set_marker(conn, keep_as, {"kept": kept})
+            rename(conn, replacement, live)
+            marker = {
+                "swap": {
+                    "incident": incident,
+                    "action": action,
+                    "at": now,
+                    "kept_as": keep_as if live in present else None,
+                }
+            }
+            marker["swap"].update(details or {})
+            set_marker(conn, live, marker)
+            allow_connections(conn, live, True)
+        if live in present:
+            allow_connections(conn, keep_as, True)
+    except Exception as exc:  # put the old live database back in service before reporting
+        try:
+            now_present = databases(conn)
+            if live not in now_present and keep_as in now_present:
+                rename(conn, keep_as, live)
+            for name in (live, replacement):
+                if name in databases(conn):
+                    allow_connections(conn, name, True)
+            rolled_back = live in databases(conn) or live not in present
+        except Exception as again:  # the server itself is gone; the transaction was not committed
+            raise SwapFailed(
+                "swap failed (%s) and the server could not be checked: %s" % (exc, again), False, terminated
+            ) from exc
+        raise SwapFailed(
+            "swap failed, the previous database is live again: %s" % exc, rolled_back, terminated
+        ) from exc
+    return terminated, round(time.monotonic() - closed, 3)

@@ -88,90 +88,20 @@ kept:
   elements: str
 """
 
-import concurrent.futures
 import datetime
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     HAS_BOTO3,
-    ID_PATTERN,
     STORE_ARGS,
     Failure,
     backup_time,
     fail,
-    parse_when,
+    fetch,
+    resolve,
     store_from,
     utcnow,
 )
-
-
-def describe(backup_id, manifest):
-    return {
-        "id": backup_id,
-        "database": manifest.get("database"),
-        "created_at": manifest.get("created_at"),
-        "server_version": manifest.get("server_version"),
-        "incident": manifest.get("incident"),
-        "objects": len(manifest.get("objects", {})),
-        "bytes": sum(o["size"] for o in manifest.get("objects", {}).values()),
-        "row_counts": manifest.get("row_counts", {}),
-    }
-
-
-def resolve(store, backup, before):
-    newest = [i for i, _m in store.complete_backups(limit=5)]
-    if before:
-        moment = parse_when(before)
-        for backup_id, manifest in store.complete_backups():
-            if backup_time(backup_id) < moment:
-                return describe(backup_id, manifest), newest
-        raise Failure(
-            "no complete backup made before %s; newest: %s"
-            % (moment.isoformat(), ", ".join(newest) or "none"),
-            "invalid",
-        )
-    if backup in (None, "", "latest"):
-        if not newest:
-            raise Failure("the backup store holds no complete backup", "invalid")
-        return describe(newest[0], store.manifest(newest[0])), newest
-    if not ID_PATTERN.match(backup):
-        raise Failure(
-            "%r is not a backup id (like 20261123T081512.123456Z); newest: %s"
-            % (backup[:40], ", ".join(newest) or "none"),
-            "invalid",
-        )
-    manifest = store.manifest(backup)
-    if manifest is None:
-        raise Failure(
-            "no complete backup %s in the store; newest: %s" % (backup, ", ".join(newest) or "none"),
-            "invalid",
-        )
-    return describe(backup, manifest), newest
-
-
-def fetch(store, backup_id, dest, check_mode):
-    manifest = store.manifest(backup_id)
-    if manifest is None:
-        raise Failure("no complete backup %s in the store" % backup_id, "invalid")
-    if check_mode:
-        return describe(backup_id, manifest)
-    os.makedirs(dest, mode=0o700, exist_ok=True)
-    os.chmod(dest, 0o700)
-    jobs = []
-    for name, meta in sorted(manifest["objects"].items()):
-        path = os.path.join(dest, name)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        jobs.append((store.key(backup_id, name), path, meta["sha256"], meta["size"]))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        problems = [p for p in pool.map(lambda job: store.download_verified(*job), jobs) if p]
-    if problems:
-        raise Failure(
-            "backup %s failed its checksum verification; no database was touched: %s"
-            % (backup_id, "; ".join(problems[:5])),
-            "refused",
-        )
-    return describe(backup_id, manifest)
 
 
 def prune(store, keep_last, max_age_days, check_mode):

@@ -91,31 +91,19 @@ rolled_back:
   type: bool
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     DATABASE_ARGS,
     HAS_PSYCOPG,
     Failure,
+    SwapFailed,
     allow_connections,
     connect,
     databases,
     fail,
-    iso,
-    set_marker,
-    terminate,
-    utcnow,
+    live_swap,
+    swap_databases,
 )
-
-try:
-    from psycopg import sql
-except ImportError:  # reported through HAS_PSYCOPG
-    sql = None
-
-
-def rename(conn, old, new):
-    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
 
 
 def main():
@@ -142,7 +130,7 @@ def main():
         fail(module, exc, swapped=False)
     with conn:
         present = databases(conn)
-        swap = ((present.get(live) or {}).get("marker") or {}).get("swap") or {}
+        swap = live_swap(present, live)
         if (
             swap.get("incident") == incident
             and swap.get("action") == params["action"]
@@ -158,85 +146,30 @@ def main():
                 terminated=[],
                 plan="rename %s to %s and %s to %s" % (live, keep_as, replacement, live),
             )
-        if replacement not in present:
-            module.fail_json(
-                msg="nothing to swap in: database %s does not exist" % replacement,
-                outcome="refused",
-                swapped=False,
-            )
-        if keep_as in present:
-            module.fail_json(
-                msg="database %s already exists; refusing to overwrite it" % keep_as,
-                outcome="refused",
-                swapped=False,
-            )
-        now = iso(utcnow())
-        closed = time.monotonic()
-        terminated = []
         try:
-            names = [n for n in (live, replacement) if n in present]
-            for name in names:
-                allow_connections(conn, name, False)
-            terminated = terminate(conn, names)
-            with conn.transaction():
-                if live in present:
-                    rename(conn, live, keep_as)
-                    set_marker(
-                        conn,
-                        keep_as,
-                        {
-                            "kept": {
-                                "incident": incident,
-                                "role": params["kept_role"],
-                                "was": live,
-                                "at": now,
-                                "action": params["action"],
-                            },
-                        },
-                    )
-                rename(conn, replacement, live)
-                marker = {
-                    "swap": {
-                        "incident": incident,
-                        "action": params["action"],
-                        "at": now,
-                        "kept_as": keep_as if live in present else None,
-                    }
-                }
-                marker["swap"].update(params["details"])
-                set_marker(conn, live, marker)
-                allow_connections(conn, live, True)
-            if live in present:
-                allow_connections(conn, keep_as, True)
-        except Exception as exc:  # put the old live database back in service before reporting
-            rolled_back = False
-            try:
-                now_present = databases(conn)
-                if live not in now_present and keep_as in now_present:
-                    rename(conn, keep_as, live)
-                for name in (live, replacement):
-                    if name in databases(conn):
-                        allow_connections(conn, name, True)
-                rolled_back = live in databases(conn) or live not in present
-            except Exception as again:  # the server itself is gone; the transaction was not committed
-                module.fail_json(
-                    msg="swap failed (%s) and the server could not be checked: %s" % (exc, again),
-                    swapped=False,
-                    rolled_back=False,
-                    terminated=terminated,
-                )
-            module.fail_json(
-                msg="swap failed, the previous database is live again: %s" % exc,
-                swapped=False,
-                rolled_back=rolled_back,
-                terminated=terminated,
+            terminated, seconds = swap_databases(
+                conn,
+                present,
+                live,
+                replacement,
+                keep_as,
+                params["action"],
+                params["kept_role"],
+                incident,
+                params["details"],
             )
+        except SwapFailed as exc:
+            module.fail_json(
+                msg=str(exc), swapped=False, rolled_back=exc.rolled_back, terminated=exc.terminated
+            )
+        except Failure as exc:
+            fail(module, exc, swapped=False)
     module.exit_json(
         changed=True,
         swapped=True,
         terminated=terminated,
         kept_as=keep_as if live in present else None,
-        seconds=round(time.monotonic() - closed, 3),
+        seconds=seconds,
     )
 
 

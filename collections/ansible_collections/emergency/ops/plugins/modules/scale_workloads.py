@@ -122,55 +122,14 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     Kube,
     KubeError,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.rollout import diagnose, rollout_state
-
-RECORD = "emergency.ops/replicas-before"
-INCIDENT = "emergency.ops/scaled-incident"
-
-
-def recorded(obj):
-    value = obj["metadata"].get("annotations", {}).get(RECORD)
-    return int(value) if value not in (None, "") else None
-
-
-def settled(obj, replicas):
-    """The workload runs exactly ``replicas`` pods, all ready (none at all for 0)."""
-    status = obj.get("status", {})
-    if obj["metadata"].get("generation", 0) > status.get("observedGeneration", 0):
-        return False
-    if replicas == 0:
-        return status.get("replicas", 0) == 0
-    state, _message = rollout_state(obj)
-    return state == "complete" and status.get("readyReplicas", 0) >= replicas
-
-
-def wait(kube, kind, name, replicas, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        obj = kube.get(kind, name)
-        if settled(obj, replicas):
-            return obj, True
-        if time.monotonic() >= deadline:
-            return obj, False
-        time.sleep(0.25)
-
-
-def plan_for(obj, state, replicas):
-    """Returns ``(patch or None, target replicas)`` for one workload."""
-    current = obj["spec"].get("replicas", 1)
-    record = recorded(obj)
-    if state == "down":
-        if current == 0:
-            return None, 0
-        keep = record if record is not None else current
-        return {"metadata": {"annotations": {RECORD: str(keep)}}, "spec": {"replicas": 0}}, 0
-    if state == "restored":
-        if record is None:
-            return None, current
-        return {"metadata": {"annotations": {RECORD: None}}, "spec": {"replicas": record}}, record
-    if current == replicas:
-        return None, current
-    return {"spec": {"replicas": replicas}}, replicas
+from ansible_collections.emergency.ops.plugins.module_utils.quiesce import (
+    INCIDENT,
+    not_ready_message,
+    plan_for,
+    recorded,
+    settled,
+    wait,
+)
 
 
 def main():
@@ -251,17 +210,8 @@ def main():
                 obj, ok = wait(kube, kind, name, target, p["timeout"])
                 entry["seconds"] = round(time.monotonic() - started, 2)
                 if not ok:
-                    detail = diagnose(kube, obj)
                     module.fail_json(
-                        msg="%s %s not ready with %d replicas after %ss; pods not ready: %s; events: %s"
-                        % (
-                            kind,
-                            name,
-                            target,
-                            p["timeout"],
-                            ", ".join(detail["pods_not_ready"]) or "none",
-                            " | ".join(detail["recent_events"]) or "none",
-                        ),
+                        msg=not_ready_message(kube, obj, kind, name, target, p["timeout"]),
                         changed=changed,
                         services=results,
                     )
