@@ -10,6 +10,7 @@ declare -A need=(
   [/usr/lib/postgresql/15/bin/pg_ctl]=postgresql
   [/usr/bin/redis-server]=redis-server
   [/usr/bin/kubectl]=kubernetes-client
+  [/usr/bin/pgbackrest]=pgbackrest
 )
 missing=()
 for prog in "${!need[@]}"; do

@@ -132,8 +132,9 @@ PROCEDURES = (
         arguments=(
             Argument("--backup", "restore_backup", metavar="latest|ID"),
             Argument("--before", "restore_before", metavar="TIME"),
+            Argument("--to-time", "restore_to_time", metavar="TIME"),
         ),
-        one_of=("--backup", "--before"),
+        one_of=("--backup", "--before", "--to-time"),
         destructive=True,
         timeout_var="restore_timeout",
         summarize=summarize_restore,

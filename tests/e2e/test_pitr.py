@@ -1,0 +1,189 @@
+"""`restore --to-time`: point-in-time recovery with pgBackRest beside the live cluster, asserted on the
+databases, the workloads and the temporary cluster's folder."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
+from tests.conftest import wait_for
+
+WRITERS = {"indexer": 1, "api": 2, "crank": 1}
+
+
+@pytest.fixture(scope="module")
+def box(target):
+    if target.status is None:
+        pytest.fail("the point-in-time recovery tests need the sandbox (its pgBackRest repository)")
+    from driver.sandbox.platform import Sandbox
+
+    return Sandbox(Path(target.status["dir"]))
+
+
+@pytest.fixture
+def kube(target):
+    kube = target.kube()
+    wait_for(lambda: ready(kube), what="writers ready before the test")
+    return kube
+
+
+def ready(kube) -> bool:
+    for name, want in WRITERS.items():
+        obj = kube.get("Deployment", name)
+        if obj["spec"]["replicas"] != want or obj["status"].get("readyReplicas", 0) != want:
+            return False
+    return True
+
+
+def admin(box, dbname: str = "postgres"):
+    conn = box.admin_database()
+    return psycopg.connect(
+        host=conn["host"],
+        port=conn["port"],
+        user=conn["user"],
+        password=conn["password"],
+        dbname=dbname,
+        autocommit=True,
+    )
+
+
+def database_names(box) -> set[str]:
+    with admin(box) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")}
+
+
+def rows_of(box, dbname: str, kind: str) -> int:
+    with admin(box, dbname) as conn:
+        return conn.execute("SELECT count(*) FROM events WHERE kind = %s", (kind,)).fetchone()[0]
+
+
+def add_events(box, kind: str, n: int) -> None:
+    with admin(box, "app") as conn:
+        conn.execute(
+            "INSERT INTO events (slot, signature, kind) "
+            "SELECT g, md5(g::text), %s FROM generate_series(1, %s) g",
+            (kind, n),
+        )
+
+
+def replicas(kube) -> dict[str, int]:
+    return {name: kube.get("Deployment", name)["spec"]["replicas"] for name in WRITERS}
+
+
+def postmasters_in(folder: Path) -> list[int]:
+    """Processes whose command line names the folder (a temporary cluster still running from it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(folder) in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(driver, box, kube, incidents):
+    incident = f"INC-PITR-{uuid.uuid4().hex[:8]}"
+    suffix = dbrecovery.incident_suffix(incident)
+    kept, restored = f"app_pre_{suffix}", f"app_restored_{suffix}"
+    folder = Path(box.dir) / f"emergency-pitr-{suffix}"
+    first, later = f"pitr-first-{suffix}", f"pitr-later-{suffix}"
+    runs = []
+    try:
+        # Rows, the time (a little after their commit: recovery compares commit times), more rows, and a
+        # WAL switch so the archive holds them.
+        add_events(box, first, 6)
+        time.sleep(1.1)
+        with admin(box, "app") as conn:
+            moment = conn.execute(
+                "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+            ).fetchone()[0]
+        time.sleep(1.1)
+        add_events(box, later, 4)
+        with admin(box) as conn:
+            conn.execute("SELECT pg_switch_wal()")
+
+        # --check reports the window, the target and the swap, and touches nothing.
+        names, before = database_names(box), replicas(kube)
+        check = driver("restore", "--to-time", moment, "--check", "--incident", incident)
+        runs.append(check)
+        assert check.rc == 0, check.stderr + check.stdout
+        assert check.result["changed"] is True
+        planned = check.result["outputs"]["restore"]
+        assert planned["backup"]["window"]["start"] <= planned["backup"]["target"]
+        assert kept in planned["outcome"]
+        assert database_names(box) == names and replicas(kube) == before
+        assert rows_of(box, "app", later) == 4
+        assert not folder.exists()
+
+        # The recovery: the live database holds exactly the rows written before the time; the later
+        # ones are only in the kept database; the temporary cluster is stopped and removed.
+        run = driver("restore", "--to-time", moment, "--yes", "--incident", incident)
+        runs.append(run)
+        assert run.rc == 0, run.stderr + run.stdout
+        assert run.result["changed"] is True
+        restore = run.result["outputs"]["restore"]
+        assert restore["kept_as"] == kept
+        assert restore["temporary_cluster_removed"] is True
+        assert rows_of(box, "app", first) == 6
+        assert rows_of(box, "app", later) == 0
+        assert rows_of(box, kept, first) == 6 and rows_of(box, kept, later) == 4
+        assert f"app_restore_{suffix}" not in database_names(box)
+        with admin(box, "app") as conn:
+            assert restore["row_counts_verified"] == dbrecovery.row_counts(conn)
+        assert run.result["prior_state"]["writers"] == WRITERS
+        assert {w["name"]: w["replicas"] for w in restore["writers"]} == WRITERS
+        assert not folder.exists() and not postmasters_in(folder)
+        wait_for(lambda: ready(kube), what="writers ready after the recovery")
+
+        # The same incident again changes nothing.
+        names = database_names(box)
+        again = driver("restore", "--to-time", moment, "--yes", "--incident", incident)
+        runs.append(again)
+        assert again.rc == 0, again.stderr + again.stdout
+        assert again.result["changed"] is False
+        assert database_names(box) == names
+        assert rows_of(box, "app", first) == 6 and rows_of(box, "app", later) == 0
+
+        # A time that does not parse, before the window or in the future: exit 2, nothing touched.
+        for bad in ("not a time", "2000-01-01 00:00", "2999-01-01 00:00"):
+            refused = driver("restore", "--to-time", bad, "--yes", "--incident", f"{incident}-BAD")
+            runs.append(refused)
+            assert refused.rc == 2, (bad, refused.stderr + refused.stdout)
+            assert refused.result["changed"] is False
+        assert "window" in refused.result["errors"][0]["message"]
+        assert database_names(box) == names and replicas(kube) == WRITERS
+        assert not (Path(box.dir) / f"emergency-pitr-{suffix}_bad").exists()
+
+        # No password in any output or file of these runs.
+        secret = kube.get("Secret", "postgres-secret")["data"]["password"]
+        passwords = [base64.b64decode(secret).decode(), box.secret("postgres-admin-password")]
+        outputs = "".join(r.stdout + r.stderr for r in runs)
+        files = [p for p in incidents.rglob("*") if p.is_file()]
+        assert files
+        for password in passwords:
+            assert password not in outputs
+            for path in files:
+                assert password not in path.read_text(errors="replace"), path
+    finally:
+        # Leave the sandbox as found: the previous live database back, the recovered one and the rows
+        # of this test gone, the writers back.
+        if kept in database_names(box):
+            undo = driver("restore-undo", "--yes", "--incident", incident)
+            assert undo.rc == 0, undo.stderr + undo.stdout
+            assert rows_of(box, "app", later) == 4
+        with admin(box) as conn:
+            for name in (restored, kept, f"app_restore_{suffix}"):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with admin(box, "app") as conn:
+            conn.execute("DELETE FROM events WHERE kind IN (%s, %s)", (first, later))
+        wait_for(lambda: ready(kube), what="writers ready after the test")
