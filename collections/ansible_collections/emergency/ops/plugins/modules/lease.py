@@ -115,6 +115,26 @@ def lease_body(name, holder, duration, previous=None):
     return body
 
 
+def release(kube, name, holder, lease, attempts=5):
+    """Deletes the Lease if ``holder`` still holds it. The delete is conditional on the version just
+    read, so a concurrent renewal (the driver renews while a procedure runs) makes it fail with a
+    conflict: read again and retry, rather than reporting someone else's lock."""
+    for _attempt in range(attempts):
+        current = (lease or {}).get("spec", {}).get("holderIdentity") or ""
+        if lease is None or current != holder:
+            return current
+        try:
+            kube.delete("Lease", name, resource_version=lease["metadata"]["resourceVersion"])
+            return ""
+        except KubeError as exc:
+            if exc.status == 404:
+                return ""
+            if exc.status != 409:
+                raise
+        lease = kube.get_or_none("Lease", name)
+    return holder
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -135,9 +155,8 @@ def main():
         lease = kube.get_or_none("Lease", name)
         current = (lease or {}).get("spec", {}).get("holderIdentity") or ""
         if p["state"] == "absent":
-            if lease is not None and current == holder and not module.check_mode:
-                kube.delete("Lease", name, resource_version=lease["metadata"]["resourceVersion"])
-                current = ""
+            if not module.check_mode:
+                current = release(kube, name, holder, lease)
             module.exit_json(changed=False, holder=current, acquired=False)
 
         expiry = expires_at(lease) if lease else None
