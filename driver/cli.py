@@ -189,6 +189,16 @@ class Run:
             )
             return self.finish(incident, None, result, EXIT_REFUSED, started)
 
+        from driver.lock import LockRefused, LockUnreachable
+
+        try:
+            keeper = self._take_locks(incident.id, result.check_mode)
+        except LockRefused as exc:
+            result.errors.append({"kind": "refused", "message": str(exc)})
+            return self.finish(incident, None, result, EXIT_REFUSED, started)
+        except LockUnreachable as exc:
+            result.errors.append({"kind": "unreachable", "message": str(exc)})
+            return self.finish(incident, None, result, EXIT_UNREACHABLE, started)
         ident = incident.next_run(self.procedure.name)
         incident.append_timeline(
             {
@@ -206,13 +216,12 @@ class Run:
             incident_id=incident.id,
             incident_severity=values["severity"],
             incident_operator=values["operator"],
-            lock_duration_seconds=_lock_seconds(),
+            lock_held_by_driver=True,
         )
         self.say(
             f"{self.procedure.name} · incident {incident.id} · {self.platform.namespace}"
             f"{' · check mode (nothing will change)' if result.check_mode else ''}"
         )
-        keeper = self._keep_lock(incident.id) if not result.check_mode else None
         previous = signal.signal(signal.SIGINT, lambda *_: self.cancel.set())
         try:
             from driver.runner import run_playbook
@@ -280,7 +289,7 @@ class Run:
         result.finished_at = iso(finished)
         result.duration_seconds = round((finished - started).total_seconds(), 3)
         data = result.to_dict()
-        path = incident.write_result(ident or f"refused-{int(time.time())}-{self.procedure.name}", data)
+        path = incident.write_result(ident or f"not-run-{int(time.time())}-{self.procedure.name}", data)
         incident.append_timeline(
             {
                 "at": result.finished_at,
@@ -330,22 +339,24 @@ class Run:
             print(f"  {error['kind']}{where}: {error.get('message', '')}", file=sys.stderr)
         print(f"  result: {path}")
 
-    def _keep_lock(self, holder: str):
-        from driver.lock import LeaseKeeper, LeaseKeepers
+    def _take_locks(self, holder: str, check: bool):
+        """Takes the lock of every namespace the inventory targets (in check mode: checks them), or
+        raises LockRefused / LockUnreachable having released any it took."""
+        from driver.lock import LeaseKeeper, LeaseKeepers, LockUnreachable, take
 
-        keepers = []
-        for host, namespace in dict.fromkeys(self.platform.namespaces):  # one lock per namespace
-            platform = self.platform.for_host(host)
-            try:
-                kubeconfig = platform.templated("platform_kubeconfig")
-                context = platform.templated("platform_context")
-            except Exception:  # the playbook reports an unusable kubeconfig itself
-                continue
-            keepers.append(LeaseKeeper(kubeconfig, context, namespace, holder))
+        keepers: list[LeaseKeeper] = []
+        try:
+            for host, namespace in dict.fromkeys(self.platform.namespaces):  # one lock per namespace
+                platform = self.platform.for_host(host)
+                try:
+                    kubeconfig = platform.templated("platform_kubeconfig")
+                    context = platform.templated("platform_context")
+                except Exception as exc:
+                    raise LockUnreachable(f"host {host}: cannot resolve its kubeconfig: {exc}") from exc
+                take(kubeconfig, context, namespace, holder, check)
+                if not check:
+                    keepers.append(LeaseKeeper(kubeconfig, context, namespace, holder))
+        except Exception:
+            LeaseKeepers(keepers).stop(release=True)
+            raise
         return LeaseKeepers(keepers).start() if keepers else None
-
-
-def _lock_seconds() -> int:
-    from driver.lock import LEASE_SECONDS
-
-    return LEASE_SECONDS

@@ -1,8 +1,11 @@
-"""Keeps the namespace lock alive while a procedure runs.
+"""The namespace lock, held by the driver while a procedure runs.
 
-The playbook takes and releases the ``driver-lock`` Lease itself (so AWX runs are locked too); the
-driver passes it a short duration and renews it here, so a lock whose driver was killed frees itself
-within that duration instead of blocking the next operator.
+The driver takes the ``driver-lock`` Lease of every namespace the inventory targets before it starts
+the playbook (a lock held by another incident refuses the run with exit 3 before anything runs),
+renews it while the playbook runs, and releases it at the end, also when the playbook was cancelled
+or killed. The Lease lasts LEASE_SECONDS without renewal, so the lock of a driver that was itself
+killed frees itself quickly. The playbooks' ``lock`` role does the same for runs without the driver
+(AWX); under the driver it is told the lock is held and skips, saving two module starts per run.
 """
 
 from __future__ import annotations
@@ -24,6 +27,33 @@ def _kube_module():
     from ansible_collections.emergency.ops.plugins.module_utils import kube
 
     return kube
+
+
+def _lease_module():
+    _kube_module()
+    from ansible_collections.emergency.ops.plugins.module_utils import lease
+
+    return lease
+
+
+class LockRefused(Exception):
+    """Another incident holds the lock of one of the namespaces."""
+
+
+class LockUnreachable(Exception):
+    """The Kubernetes API of one of the namespaces cannot be reached."""
+
+
+def take(kubeconfig: str | None, context: str | None, namespace: str, holder: str, check: bool) -> None:
+    """Takes (or, in check mode, only checks) one namespace's lock."""
+    lease = _lease_module()
+    try:
+        kube = _kube_module().Kube(kubeconfig or None, context or None, namespace)
+        lease.acquire(kube, LEASE_NAME, holder, LEASE_SECONDS, check_mode=check)
+    except lease.LockHeld as exc:
+        raise LockRefused(str(exc)) from exc
+    except Exception as exc:  # no kubeconfig, connection refused, TLS, 5xx
+        raise LockUnreachable(f"namespace {namespace}: cannot take the lock: {exc}") from exc
 
 
 class LeaseKeeper:
@@ -54,11 +84,8 @@ class LeaseKeeper:
         self.thread.join(timeout=5)
         if release:
             try:
-                kube_module = _kube_module()
-                kube = kube_module.Kube(*self.args)
-                lease = kube.get_or_none("Lease", LEASE_NAME)
-                if lease and lease.get("spec", {}).get("holderIdentity") == self.holder:
-                    kube.delete("Lease", LEASE_NAME, resource_version=lease["metadata"]["resourceVersion"])
+                kube = _kube_module().Kube(*self.args)
+                _lease_module().release(kube, LEASE_NAME, self.holder, kube.get_or_none("Lease", LEASE_NAME))
             except Exception:  # unreachable now: the Lease expires by itself within LEASE_SECONDS
                 pass
 

@@ -8,7 +8,7 @@ from driver import ROOT
 
 sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError
-from ansible_collections.emergency.ops.plugins.modules.lease import release
+from ansible_collections.emergency.ops.plugins.module_utils.lease import release
 
 
 def lease(holder: str, version: int) -> dict:

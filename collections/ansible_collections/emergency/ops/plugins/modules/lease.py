@@ -72,8 +72,6 @@ outcome:
   type: str
 """
 
-import datetime
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
@@ -81,58 +79,8 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
-    micro_time,
-    now,
-    parse_time,
 )
-
-
-def expires_at(lease):
-    spec = lease.get("spec", {})
-    renewed = parse_time(spec.get("renewTime") or spec.get("acquireTime"))
-    if renewed is None:
-        return None
-    return renewed + datetime.timedelta(seconds=spec.get("leaseDurationSeconds") or 0)
-
-
-def lease_body(name, holder, duration, previous=None):
-    moment = micro_time()
-    transitions = (previous or {}).get("spec", {}).get("leaseTransitions") or 0
-    body = {
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "emergency-procedures"}},
-        "spec": {
-            "holderIdentity": holder,
-            "leaseDurationSeconds": duration,
-            "acquireTime": moment,
-            "renewTime": moment,
-            "leaseTransitions": transitions + (1 if previous else 0),
-        },
-    }
-    if previous:
-        body["metadata"]["resourceVersion"] = previous["metadata"]["resourceVersion"]
-    return body
-
-
-def release(kube, name, holder, lease, attempts=5):
-    """Deletes the Lease if ``holder`` still holds it. The delete is conditional on the version just
-    read, so a concurrent renewal (the driver renews while a procedure runs) makes it fail with a
-    conflict: read again and retry, rather than reporting someone else's lock."""
-    for _attempt in range(attempts):
-        current = (lease or {}).get("spec", {}).get("holderIdentity") or ""
-        if lease is None or current != holder:
-            return current
-        try:
-            kube.delete("Lease", name, resource_version=lease["metadata"]["resourceVersion"])
-            return ""
-        except KubeError as exc:
-            if exc.status == 404:
-                return ""
-            if exc.status != 409:
-                raise
-        lease = kube.get_or_none("Lease", name)
-    return holder
+from ansible_collections.emergency.ops.plugins.module_utils.lease import LockHeld, acquire, release
 
 
 def main():
@@ -159,36 +107,16 @@ def main():
                 current = release(kube, name, holder, lease)
             module.exit_json(changed=False, holder=current, acquired=False)
 
-        expiry = expires_at(lease) if lease else None
-        live = bool(current) and current != holder and expiry is not None and expiry > now()
-        if live:
-            module.fail_json(
-                msg="lock %s in namespace %s is held by %s until %s; wait for it, or have that "
-                "incident's operator finish" % (name, namespace, current, expiry.strftime("%H:%M:%SZ")),
-                outcome="refused",
-                holder=current,
-            )
-        if module.check_mode:
-            module.exit_json(changed=False, holder=current, acquired=False)
-        if lease is None:
-            kube.create("Lease", lease_body(name, holder, p["duration_seconds"]))
-            module.exit_json(changed=False, holder=holder, acquired=True)
-        if current == holder:  # re-entry by the same incident renews the lock
-            kube.patch(
-                "Lease",
-                name,
-                {"spec": {"renewTime": micro_time(), "leaseDurationSeconds": p["duration_seconds"]}},
-                patch_type="merge",
-            )
-            module.exit_json(changed=False, holder=holder, acquired=False)
-        # Free, released or expired: take it over; a stale resourceVersion means someone was faster.
-        kube.replace("Lease", name, lease_body(name, holder, p["duration_seconds"], previous=lease))
-        module.exit_json(changed=False, holder=holder, acquired=True, previous_holder=current)
+        acquired, previous = acquire(kube, name, holder, p["duration_seconds"], module.check_mode)
+        module.exit_json(
+            changed=False,
+            holder=current if module.check_mode else holder,
+            acquired=acquired,
+            previous_holder=previous,
+        )
+    except LockHeld as exc:
+        module.fail_json(msg=str(exc), outcome="refused", holder=exc.holder)
     except KubeError as exc:
-        if exc.status == 409:
-            module.fail_json(
-                msg="lock %s in %s was taken by another run just now" % (name, namespace), outcome="refused"
-            )
         module.fail_json(
             msg="lock %s in %s: %s" % (name, namespace, exc),
             outcome="unreachable" if exc.status == 0 else "failed",
