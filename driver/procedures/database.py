@@ -50,6 +50,17 @@ def summarize_restore(outputs: dict[str, Any]) -> list[str]:
         lines.append(
             f"backup {backup.get('id') or backup.get('backup')} (made {made}) -> {restore.get('database')}"
         )
+    if restore.get("source") == "snapshot":
+        snapshot = restore.get("snapshot") or {}
+        lines += [
+            f"snapshot {snapshot.get('id')} (made {snapshot.get('created')}) -> instance "
+            f"{restore.get('instance')} at {restore.get('new_endpoint') or 'no endpoint yet'}",
+            f"Secret {restore.get('secret')} switched: {restore.get('secret_switched')}, put back: "
+            f"{restore.get('secret_put_back')}; writers restarted: "
+            f"{', '.join(restore.get('writers_restarted') or []) or 'none'}",
+            f"{restore.get('kept_instance')} is kept",
+        ]
+        return lines
     counts = restore.get("row_counts_verified") or {}
     if counts:
         lines.append(f"verified {len(counts)} tables, {sum(counts.values())} rows, equal to the manifest")
@@ -128,13 +139,15 @@ PROCEDURES = (
         runbooks=(
             "000 Database Recovery: restore from backup",
             "001 DB restore with row-count checks",
+            "002 restore from snapshot (RDS)",
         ),
         arguments=(
             Argument("--backup", "restore_backup", metavar="latest|ID"),
             Argument("--before", "restore_before", metavar="TIME"),
             Argument("--to-time", "restore_to_time", metavar="TIME"),
+            Argument("--from-snapshot", "restore_from_snapshot", metavar="ID|latest"),
         ),
-        one_of=("--backup", "--before", "--to-time"),
+        one_of=("--backup", "--before", "--from-snapshot", "--to-time"),
         destructive=True,
         timeout_var="restore_timeout",
         summarize=summarize_restore,

@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 from driver import ROOT
+from tests.e2e.test_restart import heal, set_image
 
 INVENTORY = str(ROOT / "inventories" / "sandbox-rds")
 PRIMARY, REPLICA, SECRET = "matchbook-db", "matchbook-db-replica", "postgres-rds-secret"
@@ -178,3 +179,126 @@ def test_unknown_replica_fails_before_changing_anything(driver, target, rds, pla
     retry = driver("db-failover", "--incident", incident_id(), "--yes", "--inventory", INVENTORY)
     assert retry.rc == 0, retry.stderr + retry.stdout
     assert secret_values(target)["host"] == endpoint(rds, REPLICA).split(":")[0]
+
+
+# restore --from-snapshot: the snapshot is restored into a new instance named after the incident.
+RESTORE_TAG, FROM_TAG = "emergency-ops/restore-incident", "emergency-ops/restored-from"
+
+
+def restored_name(incident: str) -> str:
+    return f"{PRIMARY}-restore-{incident.lower()}"
+
+
+def instance_ids(rds) -> set:
+    return {db["DBInstanceIdentifier"] for db in rds.describe_db_instances()["DBInstances"]}
+
+
+@pytest.fixture
+def snapshot(rds, platform):
+    """The platform above plus a manual snapshot of the primary (its newest); restored instances go after."""
+    name = f"{PRIMARY}-manual-{uuid.uuid4().hex[:6]}"
+    before = instance_ids(rds)
+    rds.create_db_snapshot(DBInstanceIdentifier=PRIMARY, DBSnapshotIdentifier=name)
+    try:
+        yield name
+    finally:
+        for created in instance_ids(rds) - before:
+            rds.delete_db_instance(DBInstanceIdentifier=created, SkipFinalSnapshot=True)
+        rds.delete_db_snapshot(DBSnapshotIdentifier=name)
+
+
+def restore_snapshot(driver, incident: str, snapshot: str, *extra: str, inventory: str = INVENTORY):
+    return driver(
+        "restore", "--from-snapshot", snapshot, "--incident", incident, *extra, "--inventory", inventory
+    )
+
+
+def test_restore_from_snapshot_first_and_second_run(driver, target, rds, platform, snapshot, incidents):
+    incident = incident_id()
+    new = restored_name(incident)
+    primary_endpoint = endpoint(rds, PRIMARY)
+    before = revisions(target)
+
+    first = restore_snapshot(driver, incident, "latest", "--yes")
+    assert first.rc == 0, first.stderr + first.stdout
+    assert first.result["changed"] is True
+    found = rds.describe_db_instances(DBInstanceIdentifier=new)["DBInstances"][0]
+    assert found["DBInstanceStatus"] == "available"
+    assert tags(rds, new) == {RESTORE_TAG: incident, FROM_TAG: snapshot}
+    new_endpoint = endpoint(rds, new)
+    values = secret_values(target)
+    assert f"{values['host']}:{values['port']}" == new_endpoint
+    assert values["url"] == f"postgresql://app:{platform['password']}@{new_endpoint}/app"
+    assert values["password"] == platform["password"]
+    annotations = target.kube().get("Secret", SECRET)["metadata"]["annotations"]
+    assert annotations["emergency.ops/restore-snapshot-incident"] == incident
+    assert annotations["emergency.ops/restore-snapshot-previous-host"] == platform["host"]
+    # The old instance is kept as it was.
+    old = rds.describe_db_instances(DBInstanceIdentifier=PRIMARY)["DBInstances"][0]
+    assert old["DBInstanceStatus"] == "available" and endpoint(rds, PRIMARY) == primary_endpoint
+    after = revisions(target)
+    assert all(int(after[name]) > int(before[name]) for name in before)
+    prior = first.result["prior_state"]
+    assert prior["instance"] == {"id": PRIMARY, "status": "available", "endpoint": primary_endpoint}
+    assert prior["secret"]["host"] == platform["host"]
+    assert platform["password"] not in prior["secret"]["url"]
+
+    ids = instance_ids(rds)
+    second = restore_snapshot(driver, incident, "latest", "--yes")
+    assert second.rc == 0, second.stderr + second.stdout
+    assert second.result["changed"] is False
+    assert instance_ids(rds) == ids
+    assert secret_values(target) == values
+    assert revisions(target) == after
+
+    written = [p.read_text(errors="replace") for p in incidents.rglob("*") if p.is_file()]
+    for text in [first.stdout, first.stderr, second.stdout, second.stderr, *written]:
+        assert platform["password"] not in text
+
+
+def test_restore_from_snapshot_check_mode_creates_nothing(driver, target, rds, platform, snapshot):
+    ids, before = instance_ids(rds), revisions(target)
+    run = restore_snapshot(driver, incident_id(), snapshot, "--check")
+    assert run.rc == 0, run.stderr + run.stdout
+    assert run.result["outputs"]["restore"]["snapshot"]["id"] == snapshot
+    assert instance_ids(rds) == ids
+    assert secret_values(target)["host"] == platform["host"]
+    assert revisions(target) == before
+
+
+def test_restore_from_unknown_snapshot_exits_2_listing_ids(driver, target, rds, platform, snapshot):
+    ids = instance_ids(rds)
+    run = restore_snapshot(driver, incident_id(), "no-such-snapshot", "--yes")
+    assert run.rc == 2, run.stderr + run.stdout
+    assert snapshot in json.dumps(run.result["errors"])
+    assert instance_ids(rds) == ids
+    assert secret_values(target)["host"] == platform["host"]
+
+
+def test_restore_from_snapshot_failing_writers_restart_puts_the_secret_back(
+    driver, target, rds, platform, snapshot
+):
+    kube = target.kube()
+    incident = incident_id()
+    set_image(kube, "crank", "broken")
+    try:
+        run = restore_snapshot(driver, incident, snapshot, "--yes")
+        assert run.rc not in (0, 2), run.stderr + run.stdout
+        values = secret_values(target)
+        assert {k: values[k] for k in ("host", "port", "url")} == {
+            k: platform[k] for k in ("host", "port", "url")
+        }
+        annotations = kube.get("Secret", SECRET)["metadata"].get("annotations") or {}
+        assert "emergency.ops/restore-snapshot-incident" not in annotations
+        assert run.result["outputs"]["restore"]["secret_put_back"] is True
+        # The new instance is kept for a re-run, the old one is untouched.
+        assert tags(rds, restored_name(incident))[RESTORE_TAG] == incident
+        assert rds.describe_db_instances(DBInstanceIdentifier=PRIMARY)["DBInstances"][0][
+            "DBInstanceStatus"
+        ] == ("available")
+    finally:
+        heal(kube, "crank")
+    # Once the writer is healed, a re-run of the incident converges on the instance it created.
+    retry = restore_snapshot(driver, incident, snapshot, "--yes")
+    assert retry.rc == 0, retry.stderr + retry.stdout
+    assert secret_values(target)["host"] == endpoint(rds, restored_name(incident)).split(":")[0]
