@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -22,6 +23,15 @@ from driver.incident import Incident, iso, new_id, utcnow
 from driver.registry import PROCEDURES, Procedure
 from driver.results import Result, Step
 from driver.validate import InputError
+
+# A preflight task of a module we do not own (amazon.aws, kubernetes.core, ...) that failed with one of
+# these connection errors could not reach its dependency: exit 4, not "refused". Our own modules say so
+# themselves with outcome=unreachable.
+CONNECTION_FAILURES = re.compile(
+    r"Could not connect to the endpoint URL|Failed to establish a new connection|Connection refused"
+    r"|Name or service not known|No route to host|Connect timeout|Read timed out",
+    re.IGNORECASE,
+)
 
 STATUS_FOR_EXIT = {
     EXIT_OK: "succeeded",
@@ -267,8 +277,10 @@ class Run:
         kind = first["res"].get("outcome")
         if first["unreachable"]:
             kind = "unreachable"
+        elif not kind and "| Preflight |" in step.name:
+            kind = "unreachable" if CONNECTION_FAILURES.search(step.message or "") else "refused"
         elif not kind:
-            kind = "refused" if "| Preflight |" in step.name else "failed"
+            kind = "failed"
         for failure in outcome.failures:
             result.errors.append(
                 {

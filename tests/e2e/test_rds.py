@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import socket
 import uuid
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def test_bad_input_exits_2(driver, platform):
     assert run.rc == 2
 
 
-def test_unknown_replica_fails_before_changing_anything(driver, target, rds, platform, tmp_path):
+def inventory_with(tmp_path: Path, old: str, new: str) -> str:
+    """A copy of the RDS inventory with one text of its rds.yml replaced."""
     inventory = tmp_path / "inventory"
     (inventory / "group_vars" / "all").mkdir(parents=True)
     (inventory / "hosts.yml").write_text((Path(INVENTORY) / "hosts.yml").read_text())
@@ -167,11 +169,27 @@ def test_unknown_replica_fails_before_changing_anything(driver, target, rds, pla
         (ROOT / "inventories" / "sandbox" / "group_vars" / "all" / "platform.yml").read_text()
     )
     text = (Path(INVENTORY) / "group_vars" / "all" / "rds.yml").read_text()
-    (inventory / "group_vars" / "all" / "rds.yml").write_text(
-        text.replace(f"replica: {REPLICA}", "replica: nope")
-    )
+    assert old in text
+    (inventory / "group_vars" / "all" / "rds.yml").write_text(text.replace(old, new))
+    return str(inventory)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+UNREACHABLE_API = (
+    'endpoint_url: "{{ sandbox_endpoints.s3.endpoint }}"',
+    "endpoint_url: http://127.0.0.1:{port}",
+)
+
+
+def test_unknown_replica_fails_before_changing_anything(driver, target, rds, platform, tmp_path):
+    inventory = inventory_with(tmp_path, f"replica: {REPLICA}", "replica: nope")
     before = revisions(target)
-    run = driver("db-failover", "--incident", incident_id(), "--yes", "--inventory", str(inventory))
+    run = driver("db-failover", "--incident", incident_id(), "--yes", "--inventory", inventory)
     assert run.rc == 2, json.dumps(run.result["errors"])
     assert secret_values(target)["host"] == platform["host"]
     assert revisions(target) == before
@@ -179,6 +197,21 @@ def test_unknown_replica_fails_before_changing_anything(driver, target, rds, pla
     retry = driver("db-failover", "--incident", incident_id(), "--yes", "--inventory", INVENTORY)
     assert retry.rc == 0, retry.stderr + retry.stdout
     assert secret_values(target)["host"] == endpoint(rds, REPLICA).split(":")[0]
+
+
+def test_failover_with_the_rds_api_unreachable_exits_4_and_changes_nothing(
+    driver, target, rds, platform, tmp_path
+):
+    old, new = UNREACHABLE_API
+    inventory = inventory_with(tmp_path, old, new.format(port=closed_port()))
+    before = revisions(target)
+    run = driver("db-failover", "--incident", incident_id(), "--yes", "--inventory", inventory)
+    assert run.rc == 4, run.stderr + run.stdout
+    assert run.result["changed"] is False
+    assert run.result["errors"][0]["kind"] == "unreachable"
+    assert TAG not in tags(rds, REPLICA)
+    assert secret_values(target)["host"] == platform["host"]
+    assert revisions(target) == before
 
 
 # restore --from-snapshot: the snapshot is restored into a new instance named after the incident.
@@ -302,3 +335,17 @@ def test_restore_from_snapshot_failing_writers_restart_puts_the_secret_back(
     retry = restore_snapshot(driver, incident, snapshot, "--yes")
     assert retry.rc == 0, retry.stderr + retry.stdout
     assert secret_values(target)["host"] == endpoint(rds, restored_name(incident)).split(":")[0]
+
+
+def test_restore_from_snapshot_with_the_rds_api_unreachable_exits_4(
+    driver, target, rds, platform, snapshot, tmp_path
+):
+    old, new = UNREACHABLE_API
+    inventory = inventory_with(tmp_path, old, new.format(port=closed_port()))
+    ids, before = instance_ids(rds), revisions(target)
+    run = restore_snapshot(driver, incident_id(), "latest", "--yes", inventory=inventory)
+    assert run.rc == 4, run.stderr + run.stdout
+    assert run.result["errors"][0]["kind"] == "unreachable"
+    assert instance_ids(rds) == ids
+    assert secret_values(target)["host"] == platform["host"]
+    assert revisions(target) == before

@@ -105,3 +105,39 @@ def test_awx_job_templates_are_generated_from_the_registry():
     for t in templates:
         variables = {q["variable"] for q in t["survey_spec"]["spec"]}
         assert "incident_id" in variables
+
+
+@pytest.mark.parametrize(
+    ("name", "message", "res", "code"),
+    [
+        # A third-party module that could not connect in preflight: unreachable, nothing changed.
+        (
+            "DB failover | Preflight | Read the primary",
+            'Could not connect to the endpoint URL: "http://x/"',
+            {},
+            4,
+        ),
+        ("Restart | Preflight | Read", "Max retries exceeded (Failed to establish a new connection)", {}, 4),
+        # Preflight that found the platform in a state the procedure will not touch.
+        ("Restore | Preflight | Check the backup", "checksum mismatch in table_a.dat", {}, 3),
+        # Our own modules say what happened.
+        ("Restore | Resolve", "unknown backup id", {"outcome": "invalid"}, 2),
+        ("Restore | Resolve", "cannot reach S3", {"outcome": "unreachable"}, 4),
+        # Anything after preflight is a failure, even a connection error (something may have changed).
+        ("Restore | Swap", "Connection refused", {}, 1),
+    ],
+)
+def test_failures_are_classified_by_outcome_and_preflight(name, message, res, code):
+    from threading import Event
+    from types import SimpleNamespace
+
+    from driver.results import Step
+    from driver.runner import RunOutcome
+
+    step = Step(name, "sandbox", "failed", False, 0.1, message)
+    outcome = RunOutcome(
+        status="failed", rc=2, steps=[step], failures=[{"step": step, "res": res, "unreachable": False}]
+    )
+    result = Result("restore", {"id": "INC-1"}, {}, {}, False, "2026-11-22T09:31:00Z")
+    assert cli.Run.classify(SimpleNamespace(cancel=Event()), outcome, result) == code
+    assert result.errors[0]["step"] == name

@@ -18,7 +18,9 @@ description:
     emulator) never return, so it reports C(ok) and promotes nothing there. Calling the API is the
     same request the module would make, without that dependency.
   - Preflight refuses an instance that is not a read replica (unless this incident promoted it).
-  - In check mode it only reports what it would do.
+  - In check mode it only reports what it would do; with O(primary) it is the procedure's preflight read
+    of both instances, failing with C(outcome=unreachable) when the RDS API cannot be reached (exit 4)
+    and C(outcome=invalid) when an instance does not exist (exit 2).
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
@@ -26,6 +28,10 @@ options:
     description: DB instance identifier of the read replica.
     type: str
     required: true
+  primary:
+    description: When given, this instance (the primary the replica replicates) is read too and returned.
+    type: str
+    default: ""
   incident:
     description: Incident recorded as a tag on the promoted instance.
     type: str
@@ -72,6 +78,10 @@ instance:
   description: The replica's identifier, status, endpoint and the source it replicated.
   returned: always
   type: dict
+primary:
+  description: The primary's identifier, status and endpoint, when O(primary) is given.
+  returned: when O(primary) is given
+  type: dict
 promoted:
   description: Whether this run promoted it (false when this incident already had, or in check mode).
   returned: always
@@ -109,6 +119,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             replica=dict(type="str", required=True),
+            primary=dict(type="str", default=""),
             incident=dict(type="str", required=True),
             region=dict(type="str", required=True),
             endpoint_url=dict(type="str", default=""),
@@ -130,17 +141,23 @@ def main():
         aws_secret_access_key=p["secret_key"] or None,
     )
 
-    def describe():
-        return rds.describe_db_instances(DBInstanceIdentifier=p["replica"])["DBInstances"][0]
+    def describe(name=None):
+        return rds.describe_db_instances(DBInstanceIdentifier=name or p["replica"])["DBInstances"][0]
 
+    def exit_json(**result):
+        module.exit_json(**dict(result, **primary))
+
+    primary = {}
     try:
+        if p["primary"]:
+            primary["primary"] = summary(describe(p["primary"]))
         db = describe()
         tags = {
             t["Key"]: t["Value"]
             for t in rds.list_tags_for_resource(ResourceName=db["DBInstanceArn"])["TagList"]
         }
         if tags.get(TAG) == p["incident"]:
-            module.exit_json(changed=False, promoted=False, instance=summary(db))
+            exit_json(changed=False, promoted=False, instance=summary(db))
         if not db.get("ReadReplicaSourceDBInstanceIdentifier"):
             module.fail_json(
                 msg="%s is not a read replica" % p["replica"], outcome="refused", instance=summary(db)
@@ -150,7 +167,7 @@ def main():
                 msg="%s is %s, not available" % (p["replica"], db.get("DBInstanceStatus")), outcome="refused"
             )
         if module.check_mode:
-            module.exit_json(changed=True, promoted=False, instance=summary(db))
+            exit_json(changed=True, promoted=False, instance=summary(db))
         rds.promote_read_replica(DBInstanceIdentifier=p["replica"])
         deadline = time.monotonic() + p["timeout"]
         time.sleep(min(p["poll_interval"], 1))
@@ -173,7 +190,7 @@ def main():
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         module.fail_json(msg="RDS: %s" % exc, outcome="invalid" if code == "DBInstanceNotFound" else "failed")
-    module.exit_json(changed=True, promoted=True, instance=summary(db))
+    exit_json(changed=True, promoted=True, instance=summary(db))
 
 
 if __name__ == "__main__":
