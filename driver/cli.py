@@ -232,7 +232,11 @@ class Run:
             f"{self.procedure.name} · incident {incident.id} · {self.platform.namespace}"
             f"{' · check mode (nothing will change)' if result.check_mode else ''}"
         )
-        previous = signal.signal(signal.SIGINT, lambda *_: self.cancel.set())
+        # Ctrl-C, a closed terminal or SSH session (SIGHUP) and SIGTERM all cancel the run cleanly: the
+        # playbook is stopped, the processes it started are stopped, the lock is released, the result
+        # written. (SIGKILL cannot be caught: driver/reaper.py's guardian stops the processes then.)
+        cancels = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, lambda *_: self.cancel.set()) for sig in cancels}
         try:
             from driver.runner import run_playbook
 
@@ -248,7 +252,8 @@ class Run:
                 cancel=self.cancel,
             )
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if keeper:
                 keeper.stop()
         result.steps = outcome.steps
@@ -267,7 +272,12 @@ class Run:
         if outcome.status == "successful":
             return EXIT_OK
         if outcome.status == "canceled" or self.cancel.is_set():
-            result.errors.append({"kind": "cancelled", "message": "cancelled by the operator (Ctrl-C)"})
+            stopped = (
+                f"; stopped {len(outcome.stopped)} process(es) it had started" if outcome.stopped else ""
+            )
+            result.errors.append(
+                {"kind": "cancelled", "message": f"cancelled by the operator or a signal{stopped}"}
+            )
             return EXIT_FAILED
         if not outcome.failures:
             result.errors.append({"kind": "failed", "message": f"ansible-runner finished {outcome.status}"})

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from driver import ROOT
+from driver.reaper import Guardian
 from driver.results import Step
 
 # Structural tasks (including a role, validating its arguments) are only worth a step when they fail.
@@ -40,6 +41,7 @@ class RunOutcome:
     steps: list[Step] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)  # failed tasks with their result
+    stopped: list[int] = field(default_factory=list)  # processes still running after the playbook ended
 
 
 def _message(res: dict[str, Any]) -> str:
@@ -99,21 +101,27 @@ def run_playbook(
         "ANSIBLE_FORCE_COLOR": "0",
     }
     cmdline = ["--check"] if check else []
-    runner = ansible_runner.run(
-        private_data_dir=str(private_data_dir),
-        project_dir=str(ROOT),
-        playbook=str(ROOT / "playbooks" / playbook),
-        inventory=str(Path(inventory).resolve()),
-        extravars=extravars,
-        ident=ident,
-        envvars=envvars,
-        cmdline=" ".join(cmdline) or None,
-        quiet=True,
-        suppress_env_files=True,
-        event_handler=event_handler,
-        cancel_callback=cancel.is_set,
-        settings={"suppress_ansible_output": True},
-    )
+    # Every process of the run carries the guardian's marker; none outlives the run or the driver.
+    guardian = Guardian()
+    envvars.update(guardian.env())
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private_data_dir),
+            project_dir=str(ROOT),
+            playbook=str(ROOT / "playbooks" / playbook),
+            inventory=str(Path(inventory).resolve()),
+            extravars=extravars,
+            ident=ident,
+            envvars=envvars,
+            cmdline=" ".join(cmdline) or None,
+            quiet=True,
+            suppress_env_files=True,
+            event_handler=event_handler,
+            cancel_callback=cancel.is_set,
+            settings={"suppress_ansible_output": True},
+        )
+    finally:
+        outcome.stopped = guardian.finished()
     outcome.status = runner.status
     outcome.rc = runner.rc if runner.rc is not None else 1
     return outcome

@@ -119,3 +119,20 @@ def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Processes (not this one) whose command line contains ``text``, e.g. a run's incident id (in
+    ansible-playbook's extra vars) or a folder a leftover process works in."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                cmdline = (
+                    Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry))
+    return found

@@ -19,7 +19,7 @@ import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
 from driver import ROOT
-from tests.conftest import wait_for
+from tests.conftest import processes_mentioning, wait_for
 
 WRITERS = {"indexer": 1, "api": 2, "crank": 1}
 
@@ -396,8 +396,15 @@ def test_driver_killed_mid_restore_then_rerun_converges_with_nothing_lost(target
     try:
         wait_for(started.exists, timeout=120, what="pg_restore to start")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, as if its machine died
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its process group
         proc.wait()
+    # The playbook and the module (in sessions of their own) are stopped by the driver's guardian: no
+    # restore goes on unseen, racing the re-run.
+    wait_for(
+        lambda: not processes_mentioning(incident) and not processes_mentioning(str(tmp_path)),
+        timeout=30,
+        what="the killed run's playbook and modules to stop",
+    )
     assert counts(db) == live and replicas(kube) == before
     rerun = subprocess.run(
         argv, cwd=ROOT, env={**os.environ, **target.env}, capture_output=True, text=True, timeout=300

@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
+
+import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils.kube import micro_time
-from driver import ROOT
+from driver import ROOT, reaper
 from driver.lock import LEASE_NAME, LeaseKeeper
-from tests.conftest import wait_for
+from tests.conftest import processes_mentioning, wait_for
 from tests.e2e.test_restart import complete, heal, set_image
 
 
@@ -54,7 +57,23 @@ def test_keeper_leaves_another_incidents_lease_alone(target):
         kube.delete("Lease", LEASE_NAME)
 
 
-def test_ctrl_c_cancels_cleanly_and_frees_the_lock(target, incidents):
+def run_marker(incident: str) -> str:
+    """The guardian's marker in the environment of the run's ansible-playbook (its command line carries
+    the incident in the extra vars)."""
+    for pid in processes_mentioning(incident):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for entry in environ:
+            if entry.startswith(reaper.VARIABLE.encode() + b"="):
+                return entry.split(b"=", 1)[1].decode()
+    return ""
+
+
+# Ctrl-C, and a closed terminal or SSH session (SIGHUP: ansible-playbook itself ignores it).
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
+def test_a_cancel_stops_every_process_of_the_run_and_frees_the_lock(target, incidents, sig):
     kube = target.kube()
     set_image(kube, "crank", "broken")
     incident = "INC-CANCEL-" + uuid.uuid4().hex[:6]
@@ -102,13 +121,16 @@ def test_ctrl_c_cancels_cleanly_and_frees_the_lock(target, incidents):
             ),
             what="the restart to start",
         )
-        proc.send_signal(signal.SIGINT)
+        marker = wait_for(lambda: run_marker(incident), what="the run's playbook")
+        assert reaper.marked(marker)  # the playbook, its worker and the module waiting on the rollout
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 1, err
         result = json.loads(out)
         assert result["status"] == "failed"
         assert any(e["kind"] == "cancelled" for e in result["errors"])
         assert kube.get_or_none("Lease", LEASE_NAME) is None
+        assert reaper.marked(marker) == []  # nothing of the run goes on after the driver said it stopped
     finally:
         heal(kube, "crank")
     assert complete(kube, "crank")

@@ -4,16 +4,22 @@ databases, the workloads and the temporary cluster's folder."""
 from __future__ import annotations
 
 import base64
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
-from tests.conftest import wait_for
+from driver import ROOT
+from tests.conftest import processes_mentioning, wait_for
 
 WRITERS = {"indexer": 1, "api": 2, "crank": 1}
 
@@ -79,38 +85,50 @@ def replicas(kube) -> dict[str, int]:
 
 def postmasters_in(folder: Path) -> list[int]:
     """Processes whose command line names the folder (a temporary cluster still running from it)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(folder) in cmdline:
-                found.append(int(entry))
-    return found
+    return processes_mentioning(str(folder))
+
+
+def rows_then_moment_then_rows(box, first: str, later: str) -> str:
+    """6 rows of kind ``first``, the time (a little after their commit: recovery compares commit times),
+    4 rows of kind ``later``, and a WAL switch so the archive holds them. Returns the time."""
+    add_events(box, first, 6)
+    time.sleep(1.1)
+    with admin(box, "app") as conn:
+        moment = conn.execute(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+        ).fetchone()[0]
+    time.sleep(1.1)
+    add_events(box, later, 4)
+    with admin(box) as conn:
+        conn.execute("SELECT pg_switch_wal()")
+    return moment
+
+
+def undo_and_forget(driver, box, kube, incident: str, kinds: tuple[str, ...]) -> None:
+    """Leave the sandbox as found: the previous live database back, the recovered one and the rows of
+    the test gone, the writers back."""
+    suffix = dbrecovery.incident_suffix(incident)
+    kept = f"app_pre_{suffix}"
+    if kept in database_names(box):
+        undo = driver("restore-undo", "--yes", "--incident", incident)
+        assert undo.rc == 0, undo.stderr + undo.stdout
+    with admin(box) as conn:
+        for name in (f"app_restored_{suffix}", kept, f"app_restore_{suffix}"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with admin(box, "app") as conn:
+        conn.execute("DELETE FROM events WHERE kind = ANY(%s)", (list(kinds),))
+    wait_for(lambda: ready(kube), what="writers ready after the test")
 
 
 def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(driver, box, kube, incidents):
     incident = f"INC-PITR-{uuid.uuid4().hex[:8]}"
     suffix = dbrecovery.incident_suffix(incident)
-    kept, restored = f"app_pre_{suffix}", f"app_restored_{suffix}"
+    kept = f"app_pre_{suffix}"
     folder = Path(box.dir) / f"emergency-pitr-{suffix}"
     first, later = f"pitr-first-{suffix}", f"pitr-later-{suffix}"
     runs = []
     try:
-        # Rows, the time (a little after their commit: recovery compares commit times), more rows, and a
-        # WAL switch so the archive holds them.
-        add_events(box, first, 6)
-        time.sleep(1.1)
-        with admin(box, "app") as conn:
-            moment = conn.execute(
-                "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-            ).fetchone()[0]
-        time.sleep(1.1)
-        add_events(box, later, 4)
-        with admin(box) as conn:
-            conn.execute("SELECT pg_switch_wal()")
+        moment = rows_then_moment_then_rows(box, first, later)
 
         # --check reports the window, the target and the swap, and touches nothing.
         names, before = database_names(box), replicas(kube)
@@ -175,15 +193,77 @@ def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(drive
             for path in files:
                 assert password not in path.read_text(errors="replace"), path
     finally:
-        # Leave the sandbox as found: the previous live database back, the recovered one and the rows
-        # of this test gone, the writers back.
-        if kept in database_names(box):
-            undo = driver("restore-undo", "--yes", "--incident", incident)
-            assert undo.rc == 0, undo.stderr + undo.stdout
-            assert rows_of(box, "app", later) == 4
-        with admin(box) as conn:
-            for name in (restored, kept, f"app_restore_{suffix}"):
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        with admin(box, "app") as conn:
-            conn.execute("DELETE FROM events WHERE kind IN (%s, %s)", (first, later))
-        wait_for(lambda: ready(kube), what="writers ready after the test")
+        undo_and_forget(driver, box, kube, incident, (first, later))
+        assert rows_of(box, "app", first) == 0 and kept not in database_names(box)
+
+
+def test_driver_killed_mid_recovery_leaves_live_untouched_and_the_rerun_converges(
+    target, box, kube, tmp_path
+):
+    incident = f"INC-PITR-{uuid.uuid4().hex[:8]}"
+    suffix = dbrecovery.incident_suffix(incident)
+    folder = Path(box.dir) / f"emergency-pitr-{suffix}"
+    first, later = f"pitr-first-{suffix}", f"pitr-later-{suffix}"
+    # pg_restore into the side database starts while the temporary cluster runs; it waits there.
+    started = tmp_path / "pg_restore.started"
+    fake = tmp_path / "pg_restore"
+    fake.write_text(f'#!/bin/sh\ntouch {started}\nsleep 60\nexec pg_restore "$@"\n')
+    fake.chmod(0o755)
+    incidents = tmp_path / "incidents"
+
+    def driver(*args: str, env: dict | None = None, wait: bool = True):
+        argv = [sys.executable, "-m", "driver", *args, "--yes", "--json", "--incident", incident]
+        argv += ["--incidents-dir", str(incidents), "--inventory", target.inventory]
+        environment = {**os.environ, **target.env, **(env or {})}
+        if wait:
+            done = subprocess.run(
+                argv, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600
+            )
+            return SimpleNamespace(rc=done.returncode, stdout=done.stdout, stderr=done.stderr)
+        return subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    names = database_names(box)
+    try:
+        moment = rows_then_moment_then_rows(box, first, later)
+        proc = driver("restore", "--to-time", moment, env={"EMERGENCY_PG_RESTORE": str(fake)}, wait=False)
+        try:
+            wait_for(started.exists, timeout=300, what="the copy into the side database to start")
+            assert postmasters_in(folder), "the temporary cluster runs while the copy is made"
+        finally:
+            os.killpg(
+                proc.pid, signal.SIGKILL
+            )  # the driver and everything it started, as if its machine died
+            proc.wait()
+
+        # Nothing of the killed run goes on behind the operator's back (ansible-playbook ignores SIGHUP and
+        # its workers have sessions of their own: the driver's guardian stops them).
+        wait_for(
+            lambda: not processes_mentioning(incident) and not processes_mentioning(str(tmp_path)),
+            timeout=30,
+            what="the killed run's playbook and modules to stop",
+        )
+        # Nothing happened to the live database or the writers.
+        assert rows_of(box, "app", first) == 6 and rows_of(box, "app", later) == 4
+        assert replicas(kube) == WRITERS
+        assert f"app_pre_{suffix}" not in database_names(box)
+
+        # The re-run stops what the killed run left running, recovers and swaps: nothing is lost.
+        rerun = driver("restore", "--to-time", moment)
+        assert rerun.rc == 0, rerun.stderr + rerun.stdout
+        assert json.loads(rerun.stdout)["outputs"]["restore"]["temporary_cluster_removed"] is True
+        assert rows_of(box, "app", first) == 6 and rows_of(box, "app", later) == 0
+        assert rows_of(box, f"app_pre_{suffix}", later) == 4
+        assert not folder.exists() and not postmasters_in(folder)
+        assert database_names(box) - names == {f"app_pre_{suffix}"}
+        wait_for(lambda: ready(kube), what="writers ready after the re-run")
+    finally:
+        undo_and_forget(driver, box, kube, incident, (first, later))
+        assert not postmasters_in(folder)
