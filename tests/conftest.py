@@ -63,7 +63,9 @@ def target():
             str(ROOT / "inventories" / "sandbox"), status["kubeconfig"], status["namespace"], env, status
         )
     finally:
-        sandbox.destroy()
+        # Read the state again: `sandbox reset` (tests/e2e/test_sandbox.py) restarts processes from
+        # another process, and the pids this object loaded at the start are no longer the running ones.
+        Sandbox(folder).destroy()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
