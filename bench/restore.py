@@ -69,6 +69,23 @@ def connect(box, dbname="app"):
     )
 
 
+def settle(box, timeout: float = 300.0) -> None:
+    """The same starting point for each of (a), (b) and (c): a checkpoint, and the WAL archiver caught
+    up (the previous measurement's WAL is archived by pgBackRest in the background, and a checkpoint it
+    triggered would otherwise land on the next measurement)."""
+    deadline = time.monotonic() + timeout
+    with connect(box, "postgres") as conn:
+        conn.execute("CHECKPOINT")
+        while time.monotonic() < deadline:
+            pending = conn.execute(
+                "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
+            ).fetchone()[0]
+            if not pending:
+                return
+            time.sleep(0.5)
+    sys.exit("the WAL archiver did not catch up")
+
+
 def database_size(box) -> int:
     with connect(box) as conn:
         return conn.execute("SELECT pg_database_size('app')").fetchone()[0]
@@ -141,6 +158,7 @@ def measure(box, status, size_mb: int, work: Path) -> dict:
         (local / name).parent.mkdir(parents=True, exist_ok=True)
         store.s3.download_file(store.bucket, store.key(backup_id, name), str(local / name))
     drop(box, "bench_floor")
+    settle(box)
     floor = timed(
         f"createdb -T template0 bench_floor && pg_restore -j {cores} -d bench_floor {local / 'dump'}",
         env=env,
@@ -161,6 +179,7 @@ def measure(box, status, size_mb: int, work: Path) -> dict:
         f".download_file('{store.bucket}', '{sql_key}', "
         f"'{work / 'dl.sql.gz'}')\""
     )
+    settle(box)
     runbook = timed(
         f"{get} && gunzip -f {work / 'dl.sql.gz'} && dropdb --if-exists bench_runbook && "
         f"createdb bench_runbook && "
@@ -174,6 +193,7 @@ def measure(box, status, size_mb: int, work: Path) -> dict:
 
     # (c) ours, end to end.
     incident = f"BENCH-R-{uuid.uuid4().hex[:6]}"
+    settle(box)
     ours, result = driver(
         "restore", "--backup", "latest", "--yes", "--incident", incident, incidents=incidents
     )
