@@ -66,6 +66,7 @@ DATABASE_ARGS = dict(
     ),
 )
 
+# Documented in doc_fragments/backup_store.py.
 STORE_ARGS = dict(
     type="dict",
     required=True,

@@ -39,6 +39,7 @@ RESOURCES = {
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
 
+# Documented in doc_fragments/kube.py.
 CONNECTION_ARGS = dict(
     kubeconfig=dict(type="path", aliases=["kubeconfig_path"]),
     context=dict(type="str"),
@@ -185,3 +186,29 @@ def wait_until(predicate, timeout, interval=0.25):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+# What the modules do alike with the client.
+
+
+def require_kubernetes(module):
+    """Fails the module when the kubernetes package (which loads the kubeconfig) is missing."""
+    if not HAS_KUBERNETES:
+        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+
+
+def get_or_fail(module, kube, kind, name):
+    """The object, for a preflight: the module fails with outcome invalid when it does not exist."""
+    obj = kube.get_or_none(kind, name)
+    if obj is None:
+        module.fail_json(
+            msg="%s %s not found in namespace %s" % (kind, name, kube.namespace), outcome="invalid"
+        )
+    return obj
+
+
+def outcome_of(exc, changed=False):
+    """The driver's exit code family for an API error: unreachable only while nothing was changed."""
+    if isinstance(exc, KubeError) and exc.status == 0 and not changed:
+        return "unreachable"
+    return "failed"

@@ -65,6 +65,24 @@ def plan_for(obj, state, replicas=None):
     return {"spec": {"replicas": replicas}}, replicas
 
 
+def plan(service, obj, state, incident, replicas=None):
+    """Returns ``(entry, patch or None, target replicas)`` for one workload: the entry scale_workloads
+    reports for it, and the patch (which records ``incident`` on the workload) that brings it to ``state``."""
+    patch, target = plan_for(obj, state, replicas)
+    if patch is not None:
+        patch.setdefault("metadata", {}).setdefault("annotations", {})[INCIDENT] = incident
+    entry = {
+        "name": service["name"],
+        "kind": service["kind"],
+        "previous_replicas": obj["spec"].get("replicas", 1),
+        "replicas": target,
+        "recorded_replicas": recorded(obj),
+        "changed": patch is not None,
+        "seconds": 0.0,
+    }
+    return entry, patch, target
+
+
 def not_ready_message(kube, obj, kind, name, replicas, timeout):
     detail = diagnose(kube, obj)
     return "%s %s not ready with %d replicas after %ss; pods not ready: %s; events: %s" % (
@@ -97,19 +115,9 @@ def scale_all(kube, services, state, incident, timeout, check_mode=False):
     objects = [(s, kube.get(s["kind"], s["name"])) for s in services]
     for service, obj in objects:
         kind, name = service["kind"], service["name"]
-        patch, target = plan_for(obj, state)
-        entry = {
-            "name": name,
-            "kind": kind,
-            "previous_replicas": obj["spec"].get("replicas", 1),
-            "replicas": target,
-            "recorded_replicas": recorded(obj),
-            "changed": patch is not None,
-            "seconds": 0.0,
-        }
+        entry, patch, target = plan(service, obj, state, incident)
         entries.append(entry)
         if patch is not None:
-            patch.setdefault("metadata", {}).setdefault("annotations", {})[INCIDENT] = incident
             kube.patch(kind, name, patch, patch_type="merge", dry_run=check_mode)
         if not check_mode and (patch is not None or not settled(obj, target)):
             pending.append((entry, kind, name, target))

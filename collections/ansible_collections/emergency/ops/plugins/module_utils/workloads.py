@@ -10,22 +10,20 @@ __metaclass__ = type
 import time
 
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    KubeError,
     parse_time,
     now,
     selector_string,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import REVISION, diagnose, rollout_state
 
-SERVICE_OPTIONS = dict(
-    type="list",
-    elements="dict",
-    required=True,
-    options=dict(
-        name=dict(type="str", required=True),
-        kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
-    ),
+# One workload, as the modules name it: the suboptions of SERVICE_OPTIONS, of migration_state's service
+# and of the restores' writers.
+WORKLOAD_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
 )
+
+SERVICE_OPTIONS = dict(type="list", elements="dict", required=True, options=WORKLOAD_OPTIONS)
 
 
 def condition(obj, ctype):
@@ -72,14 +70,24 @@ def replicasets_of(kube, deployment):
         for rs in kube.list("ReplicaSet", label_selector=selector)
         if any(ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences", []))
     ]
-    return sorted(owned, key=rs_revision, reverse=True)
+    return sorted(owned, key=revision_number, reverse=True)
 
 
-def rs_revision(rs):
+def revision_number(obj):
+    """The revision of a Deployment or of one of its ReplicaSets, as a number (0 when it has none)."""
     try:
-        return int(rs["metadata"].get("annotations", {}).get(REVISION, "0"))
+        return int(obj["metadata"].get("annotations", {}).get(REVISION, "0"))
     except ValueError:
         return 0
+
+
+def main_container(template, name):
+    """Index of the container named like the workload, else 0 (the first)."""
+    containers = template["spec"]["containers"]
+    for index, container in enumerate(containers):
+        if container["name"] == name:
+            return index
+    return 0
 
 
 def images(template):
@@ -130,10 +138,3 @@ def not_ready_message(kube, obj, message):
 def dry_run_delete(kube, kind, name):
     body = {"kind": "DeleteOptions", "apiVersion": "v1"}
     return kube.request("DELETE", kube.path(kind, name), body=body, query={"dryRun": "All"})
-
-
-def outcome_of(exc, changed=False):
-    """The driver's exit code family for an API error."""
-    if isinstance(exc, KubeError) and exc.status == 0 and not changed:
-        return "unreachable"
-    return "failed"

@@ -23,17 +23,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  store:
-    description: The S3 backup store.
-    type: dict
-    required: true
-    suboptions:
-      bucket: {description: Bucket., type: str, required: true}
-      prefix: {description: Key prefix for this database's backups., type: str, default: postgres}
-      endpoint_url: {description: S3 endpoint (empty for AWS)., type: str}
-      region: {description: Region., type: str, default: us-east-1}
-      access_key: {description: Access key (empty for the default credential chain)., type: str}
-      secret_key: {description: Secret key., type: str}
   action:
     description: What to do.
     type: str
@@ -56,6 +45,8 @@ options:
     description: For V(prune), backups younger than this are kept; 0 keeps none for their age.
     type: int
     default: 30
+extends_documentation_fragment:
+  - emergency.ops.backup_store
 """
 
 EXAMPLES = r"""

@@ -24,16 +24,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
-  namespace:
-    description: Namespace of the workloads.
-    type: str
-    required: true
   services:
     description: Workloads to change, in order.
     type: list
@@ -74,6 +64,8 @@ options:
     description: Seconds each rollout may take to be complete and ready.
     type: int
     default: 300
+extends_documentation_fragment:
+  - emergency.ops.kube
 """
 
 EXAMPLES = r"""
@@ -125,15 +117,16 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    get_or_fail,
+    outcome_of,
+    require_kubernetes,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
     SERVICE_OPTIONS,
+    main_container,
     not_ready_message,
-    outcome_of,
     wait_ready,
 )
 
@@ -172,14 +165,6 @@ def shown(name, entry):
     return entry.get("value", "")
 
 
-def main_container(template, name):
-    containers = template["spec"]["containers"]
-    for index, container in enumerate(containers):
-        if container["name"] == name:
-            return index
-    return 0
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -194,8 +179,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     p = module.params
     bad = [k for k in p["resources"] if k not in ("cpu", "memory") or quantity(p["resources"][k]) is None]
     if bad:
@@ -209,11 +193,7 @@ def main():
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         for service in p["services"]:  # preflight: every workload and its change, before any is touched
             kind, name = service["kind"], service["name"]
-            obj = kube.get_or_none(kind, name)
-            if obj is None:
-                module.fail_json(
-                    msg="%s %s not found in namespace %s" % (kind, name, p["namespace"]), outcome="invalid"
-                )
+            obj = get_or_fail(module, kube, kind, name)
             template = obj["spec"]["template"]
             index = main_container(template, name)
             container = template["spec"]["containers"][index]

@@ -38,17 +38,6 @@ options:
       user: {description: Login., type: str, required: true}
       password: {description: Password (passed to pg_dump in its environment)., type: str, default: ""}
       sslmode: {description: libpq sslmode., type: str, default: prefer}
-  store:
-    description: The S3 backup store.
-    type: dict
-    required: true
-    suboptions:
-      bucket: {description: Bucket., type: str, required: true}
-      prefix: {description: Key prefix for this database's backups., type: str, default: postgres}
-      endpoint_url: {description: S3 endpoint (empty for AWS)., type: str}
-      region: {description: Region., type: str, default: us-east-1}
-      access_key: {description: Access key (empty for the default credential chain)., type: str}
-      secret_key: {description: Secret key., type: str}
   incident:
     description: Incident (or schedule run) id recorded in the manifest.
     type: str
@@ -65,6 +54,8 @@ options:
     description: Folder for the files being dumped (created 0700 under it, removed afterwards).
     type: path
     default: /tmp
+extends_documentation_fragment:
+  - emergency.ops.backup_store
 """
 
 EXAMPLES = r"""

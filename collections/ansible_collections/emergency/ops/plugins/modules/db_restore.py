@@ -37,28 +37,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  database:
-    description: Admin connection; O(database.name) is the live database.
-    type: dict
-    required: true
-    suboptions:
-      host: {description: Server host., type: str, required: true}
-      port: {description: Server port., type: int, default: 5432}
-      name: {description: The live database., type: str, required: true}
-      user: {description: Admin login (may create and rename databases)., type: str, required: true}
-      password: {description: Password (passed to pg_restore in its environment)., type: str, default: ""}
-      sslmode: {description: libpq sslmode., type: str, default: prefer}
-  store:
-    description: The backup store.
-    type: dict
-    required: true
-    suboptions:
-      bucket: {description: Bucket., type: str, required: true}
-      prefix: {description: Key prefix of the backups., type: str, default: postgres}
-      endpoint_url: {description: S3 endpoint (empty for AWS)., type: str}
-      region: {description: Region., type: str, default: us-east-1}
-      access_key: {description: Access key id (empty for the default credential chain)., type: str}
-      secret_key: {description: Secret access key., type: str}
   backup:
     description: V(latest) or a backup id. Exactly one of O(backup) and O(before).
     type: str
@@ -69,13 +47,6 @@ options:
     description: Name of the side database restored into.
     type: str
     required: true
-  keep_as:
-    description: New name of the current live database (kept, never dropped).
-    type: str
-    required: true
-  owner:
-    description: Owner of the side database when the live database does not exist; otherwise the live owner.
-    type: str
   workdir:
     description: Folder the backup is downloaded into (created 0700, removed at the end).
     type: path
@@ -84,41 +55,14 @@ options:
     description: Parallel pg_restore jobs and counting connections; 0 means the number of CPUs here.
     type: int
     default: 0
-  smoke_queries:
-    description:
-      - Queries run on the side database before the swap; each must return one row whose first column is true.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name: {description: Name reported in the result., type: str, required: true}
-      sql: {description: The query., type: str, required: true}
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
-  namespace:
-    description: Namespace of the writers.
-    type: str
-    required: true
-  writers:
-    description: The workloads that write to the database, quiesced during the swap.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name: {description: Workload name., type: str, required: true}
-      kind: {description: Workload kind., type: str, choices: [Deployment, StatefulSet], default: Deployment}
-  incident:
-    description: Incident recorded in the markers of the databases and on the writers.
-    type: str
-    required: true
   timeout:
     description: Seconds the writers may take to stop, and to be ready again.
     type: int
     default: 300
+extends_documentation_fragment:
+  - emergency.ops.side_restore
+  - emergency.ops.backup_store
+  - emergency.ops.kube.cluster
 """
 
 EXAMPLES = r"""
@@ -186,20 +130,14 @@ prior:
 
 import os
 import shutil
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    DATABASE_ARGS,
     HAS_BOTO3,
     HAS_PSYCOPG,
     STORE_ARGS,
     Failure,
-    Mismatch,
-    SwapFailed,
-    allow_connections,
     connect,
-    databases,
     fetch,
     live_swap,
     resolve,
@@ -207,89 +145,22 @@ from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     side_state,
     smoke,
     store_from,
-    swap_databases,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
     Kube,
-    KubeError,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.quiesce import NotSettled, scale_all
-
-OUTCOMES = {
-    "preflight": "failed in preflight: nothing was touched",
-    "verify": "failed before the swap: the live database was not touched",
-    "restore": "failed before the swap: the live database was not touched",
-    "quiesce": "failed before the swap: the live database was not touched",
-    "swap": "failed during the swap: the previous database is live again",
-}
-
-
-class Run:
-    """What the run did so far; every exit reports it."""
-
-    def __init__(self, module):
-        self.module = module
-        self.stage = "preflight"
-        self.result = dict(
-            changed=False,
-            backup=None,
-            row_counts={},
-            smoke_queries=[],
-            terminated=[],
-            kept_as=None,
-            writers=[],
-            downtime_seconds=None,
-            prior={"database": {}, "writers": {}},
-        )
-
-    def exit(self, outcome, stage):
-        self.module.exit_json(outcome=outcome, stage=stage, **self.result)
-
-    def fail(self, message, outcome_kind, outcome):
-        if self.stage == "after-swap":
-            outcome = (
-                "failed after the swap: the restored database is live, the previous one is kept as %s"
-                % (self.result["kept_as"])
-            )
-        self.module.fail_json(
-            msg=message, outcome=outcome_kind, failure=outcome, stage=self.stage, **self.result
-        )
+from ansible_collections.emergency.ops.plugins.module_utils.side_restore import SIDE_RESTORE_ARGS, Run
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            database=DATABASE_ARGS,
+            SIDE_RESTORE_ARGS,
             store=STORE_ARGS,
             backup=dict(type="str"),
             before=dict(type="str"),
-            side=dict(type="str", required=True),
-            keep_as=dict(type="str", required=True),
-            owner=dict(type="str"),
-            workdir=dict(type="path", required=True),
-            jobs=dict(type="int", default=0),
-            smoke_queries=dict(
-                type="list",
-                elements="dict",
-                default=[],
-                options=dict(name=dict(type="str", required=True), sql=dict(type="str", required=True)),
-            ),
-            kubeconfig=dict(type="path"),
-            context=dict(type="str"),
-            namespace=dict(type="str", required=True),
-            writers=dict(
-                type="list",
-                elements="dict",
-                default=[],
-                options=dict(
-                    name=dict(type="str", required=True),
-                    kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
-                ),
-            ),
-            incident=dict(type="str", required=True),
-            timeout=dict(type="int", default=300),
         ),
         mutually_exclusive=[("backup", "before")],
         required_one_of=[("backup", "before")],
@@ -300,67 +171,25 @@ def main():
             module.fail_json(
                 msg="%s is required on the controller %s" % (what, KUBERNETES_IMPORT_ERROR or "")
             )
-    run = Run(module)
-    try:
-        restore(module, run)
-    except Mismatch as exc:
-        run.result["row_counts"] = exc.counts
-        run.fail(str(exc), "failed", OUTCOMES[run.stage])
-    except SwapFailed as exc:
-        run.result["terminated"] = exc.terminated
-        outcome = OUTCOMES["swap"] if exc.rolled_back else "failed during the swap: check the server"
-        run.fail(str(exc), "failed", outcome)
-    except Failure as exc:
-        run.fail(str(exc), exc.outcome, OUTCOMES.get(run.stage, "failed"))
-    except NotSettled as exc:
-        run.fail(str(exc), "failed", OUTCOMES.get(run.stage, "failed"))
-    except KubeError as exc:
-        kind = "unreachable" if exc.status == 0 and run.stage == "preflight" else "failed"
-        run.fail(str(exc), kind, OUTCOMES.get(run.stage, "failed"))
-    except Exception as exc:  # the server went away mid-restore, and the like
-        run.fail("%s: %s" % (type(exc).__name__, exc), "failed", OUTCOMES.get(run.stage, "failed"))
+    Run(module, "restored").run(restore)
 
 
-def bring_back(kube, p, result):
-    """Every writer back to its recorded replicas at once, then waits until all are ready."""
-    writers = scale_all(kube, p["writers"], "restored", p["incident"], p["timeout"])
-    if result["writers"]:
-        by_name = {w["name"]: w for w in writers}
-        for writer in result["writers"]:
-            writer["replicas"] = by_name[writer["name"]]["replicas"]
-    else:
-        result["writers"] = writers
-
-
-def restore(module, run):
+def restore(run):
+    module, result = run.module, run.result
     p = module.params
     database, incident, side, keep_as = p["database"], p["incident"], p["side"], p["keep_as"]
     live = database["name"]
     jobs = p["jobs"] or os.cpu_count() or 1
-    result = run.result
 
     # Preflight: the server, whether this incident already swapped, the backup.
     conn = connect(database)
     with conn:
-        present = databases(conn)
-        entry = dict(present.get(live) or {})
-        entry.pop("marker", None)
-        result["prior"]["database"] = entry
+        present = run.read_databases(conn)
         swap = live_swap(present, live)
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         if swap.get("incident") == incident and swap.get("action") == "restore":
-            result["backup"] = {k: v for k, v in swap.items() if k not in ("action", "incident")}
-            result["backup"]["id"] = swap.get("backup")
-            result["kept_as"] = swap.get("kept_as")
-            if module.check_mode:
-                run.exit("already restored for this incident", "already")
-            if not present[live]["allow_connections"]:
-                allow_connections(conn, live, True)  # a killed run left it closed
-                result["changed"] = True
-            run.stage = "after-swap"
-            result["writers"] = scale_all(kube, p["writers"], "restored", incident, p["timeout"])
-            result["changed"] = result["changed"] or any(w["changed"] for w in result["writers"])
-            run.exit("already restored for this incident", "already")
+            run.rerun(conn, present, kube, swap)
+            return "already restored for this incident"
         store = store_from(p["store"])
         store.check()
         backup, _newest = resolve(store, p["backup"], p["before"])
@@ -369,10 +198,10 @@ def restore(module, run):
         if keep_as in present:
             raise Failure("database %s already exists; refusing to overwrite it" % keep_as, "refused")
         if module.check_mode:
-            result["writers"] = scale_all(kube, p["writers"], "down", incident, p["timeout"], check_mode=True)
-            result["prior"]["writers"] = {w["name"]: w["previous_replicas"] for w in result["writers"]}
+            run.quiesce(kube, check_mode=True)
             result["changed"] = True
-            run.exit("would restore (check mode): nothing changed", "check")
+            run.stage = "check"
+            return "would restore (check mode): nothing changed"
 
         # Verify every checksum before any database is touched.
         run.stage = "verify"
@@ -387,30 +216,9 @@ def restore(module, run):
             shutil.rmtree(p["workdir"], ignore_errors=True)
         result["smoke_queries"] = smoke(database, side, p["smoke_queries"])
 
-        # Quiesce, swap, bring back: the writers' downtime.
-        run.stage = "quiesce"
-        down_at = time.monotonic()
-        try:
-            result["writers"] = scale_all(kube, p["writers"], "down", incident, p["timeout"])
-            result["prior"]["writers"] = {w["name"]: w["previous_replicas"] for w in result["writers"]}
-            run.stage = "swap"
-            present = databases(conn)
-            result["terminated"], _closed = swap_databases(
-                conn, present, live, side, keep_as, "restore", "pre", incident, {"backup": backup["id"]}
-            )
-            result["kept_as"] = keep_as if live in present else None
-            run.stage = "after-swap"
-        except BaseException:
-            # Writers this run quiesced come back whatever happened; the failure that got us here is
-            # the one reported, with where each writer stands.
-            try:
-                bring_back(kube, p, result)
-            except (KubeError, NotSettled) as exc:
-                result["writers_error"] = str(exc)
-            raise
-        bring_back(kube, p, result)
-        result["downtime_seconds"] = round(time.monotonic() - down_at, 2)
-    run.exit("restored: backup swapped in, previous database kept", "done")
+        run.swap_in(conn, kube, {"backup": backup["id"]})
+    run.stage = "done"
+    return "restored: backup swapped in, previous database kept"
 
 
 if __name__ == "__main__":

@@ -21,12 +21,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
   namespace:
     description: Namespace the lock guards.
     type: str
@@ -48,6 +42,8 @@ options:
     description: Seconds the Lease stays valid without renewal; the driver renews it while a procedure runs.
     type: int
     default: 900
+extends_documentation_fragment:
+  - emergency.ops.kube.cluster
 """
 
 EXAMPLES = r"""
@@ -75,10 +71,10 @@ outcome:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    outcome_of,
+    require_kubernetes,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.lease import LockHeld, acquire, release
 
@@ -94,8 +90,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     p = module.params
     name, holder, namespace = p["name"], p["holder"], p["namespace"]
     try:
@@ -119,7 +114,7 @@ def main():
     except KubeError as exc:
         module.fail_json(
             msg="lock %s in %s: %s" % (name, namespace, exc),
-            outcome="unreachable" if exc.status == 0 else "failed",
+            outcome=outcome_of(exc),
         )
 
 

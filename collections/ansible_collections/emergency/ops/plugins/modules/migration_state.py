@@ -20,12 +20,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
   namespace:
     description: Namespace of the workload.
     type: str
@@ -66,6 +60,8 @@ options:
   record:
     description: When given, the record written on the workload (incident, state, versions).
     type: dict
+extends_documentation_fragment:
+  - emergency.ops.kube.cluster
 """
 
 EXAMPLES = r"""
@@ -106,12 +102,14 @@ import json
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    get_or_fail,
+    outcome_of,
+    require_kubernetes,
     selector_string,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.workloads import WORKLOAD_OPTIONS
 
 try:
     import psycopg
@@ -158,14 +156,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             CONNECTION_ARGS,
-            service=dict(
-                type="dict",
-                required=True,
-                options=dict(
-                    name=dict(type="str", required=True),
-                    kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
-                ),
-            ),
+            service=dict(type="dict", required=True, options=WORKLOAD_OPTIONS),
             container=dict(type="str", default=""),
             database=dict(
                 type="dict",
@@ -184,8 +175,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     if not HAS_PSYCOPG:
         module.fail_json(msg="psycopg (version 3) is required")
     params = module.params
@@ -195,13 +185,7 @@ def main():
 
     try:
         kube = Kube(params["kubeconfig"], params["context"], params["namespace"])
-        workload = kube.get_or_none(service["kind"], service["name"])
-        if workload is None:
-            module.fail_json(
-                msg="%s %s not found in namespace %s"
-                % (service["kind"], service["name"], params["namespace"]),
-                outcome="invalid",
-            )
+        workload = get_or_fail(module, kube, service["kind"], service["name"])
         annotations = workload["metadata"].get("annotations") or {}
         try:
             record = json.loads(annotations.get(ANNOTATION) or "{}")
@@ -224,7 +208,7 @@ def main():
                 kube.patch(service["kind"], service["name"], patch, "merge", dry_run=module.check_mode)
                 changed = True
     except KubeError as exc:
-        module.fail_json(msg=str(exc), outcome="unreachable" if exc.status == 0 else "failed")
+        module.fail_json(msg=str(exc), outcome=outcome_of(exc))
 
     try:
         applied = versions(params["database"], table)

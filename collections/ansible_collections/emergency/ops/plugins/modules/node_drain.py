@@ -22,12 +22,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
   node:
     description: Node name.
     type: str
@@ -45,6 +39,8 @@ options:
     description: Seconds the evictions and the rescheduling may take.
     type: int
     default: 300
+extends_documentation_fragment:
+  - emergency.ops.kube.cluster
 """
 
 EXAMPLES = r"""
@@ -74,12 +70,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    outcome_of,
+    require_kubernetes,
+    selector_string,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.workloads import outcome_of, pod_serving
+from ansible_collections.emergency.ops.plugins.module_utils.workloads import pod_serving
 
 INCIDENT = "emergency.ops/drain-incident"
 BEFORE = "emergency.ops/unschedulable-before"
@@ -90,17 +87,21 @@ def node_path(name):
     return "/api/v1/nodes/%s" % name
 
 
+def patch_node(kube, name, patch, dry):
+    """Merge-patches the Node (cluster-scoped, so outside Kube.patch's namespaced paths)."""
+    kube.request("PATCH", node_path(name), body=patch, content_type="application/merge-patch+json", query=dry)
+
+
 def owner(pod):
     refs = pod["metadata"].get("ownerReferences") or []
     return refs[0] if refs else None
 
 
 def main():
-    connection = dict(CONNECTION_ARGS)
-    connection["namespace"] = dict(type="str")
     module = AnsibleModule(
         argument_spec=dict(
-            connection,
+            CONNECTION_ARGS,
+            namespace=dict(type="str"),  # nodes are cluster-scoped: no namespace needed (nor documented)
             node=dict(type="str", required=True),
             state=dict(type="str", default="drained", choices=["drained", "uncordoned"]),
             incident=dict(type="str", required=True),
@@ -108,8 +109,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     p = module.params
     dry = {"dryRun": "All"} if module.check_mode else None
     changed, evicted = False, []
@@ -134,13 +134,7 @@ def main():
                     "spec": {"unschedulable": None},
                     "metadata": {"annotations": {BEFORE: None, INCIDENT: None}},
                 }
-                kube.request(
-                    "PATCH",
-                    node_path(p["node"]),
-                    body=patch,
-                    content_type="application/merge-patch+json",
-                    query=dry,
-                )
+                patch_node(kube, p["node"], patch, dry)
                 changed = was
             info["unschedulable"] = False
             module.exit_json(changed=changed, node=info, evicted=[])
@@ -150,13 +144,7 @@ def main():
                 "spec": {"unschedulable": True},
                 "metadata": {"annotations": {BEFORE: "false", INCIDENT: p["incident"]}},
             }
-            kube.request(
-                "PATCH",
-                node_path(p["node"]),
-                body=patch,
-                content_type="application/merge-patch+json",
-                query=dry,
-            )
+            patch_node(kube, p["node"], patch, dry)
             changed = True
         info["unschedulable"] = True
         pods = kube.request(
@@ -231,9 +219,7 @@ def main():
                     if exc.status == 404:  # a ReplicaSet replaced by a rollout meanwhile
                         continue
                     raise
-                selector = ",".join(
-                    "%s=%s" % kv for kv in sorted(obj["spec"]["selector"].get("matchLabels", {}).items())
-                )
+                selector = selector_string(obj["spec"]["selector"].get("matchLabels", {}))
                 its = kube.request(
                     "GET", "/api/v1/namespaces/%s/pods" % ns, query={"labelSelector": selector}
                 ).get("items", [])

@@ -34,17 +34,6 @@ description:
 version_added: 1.1.0
 author: Emergency procedures maintainers
 options:
-  database:
-    description: Admin connection to the live cluster; O(database.name) is the live database.
-    type: dict
-    required: true
-    suboptions:
-      host: {description: Server host., type: str, required: true}
-      port: {description: Server port., type: int, default: 5432}
-      name: {description: The live database., type: str, required: true}
-      user: {description: Admin login (may create and rename databases)., type: str, required: true}
-      password: {description: Password (passed to pg_restore in its environment)., type: str, default: ""}
-      sslmode: {description: libpq sslmode., type: str, default: prefer}
   pgbackrest:
     description: The pgBackRest repository of the live cluster and the programs the recovery runs.
     type: dict
@@ -69,13 +58,6 @@ options:
     description: Name of the side database the recovered database is restored into.
     type: str
     required: true
-  keep_as:
-    description: New name of the current live database (kept, never dropped).
-    type: str
-    required: true
-  owner:
-    description: Owner of the side database when the live database does not exist; otherwise the live owner.
-    type: str
   workdir:
     description: Where the temporary cluster's folder (0700, one per incident, removed at the end) is made.
     type: path
@@ -84,41 +66,13 @@ options:
     description: Parallel pg_dump/pg_restore jobs and counting connections; 0 means the number of CPUs here.
     type: int
     default: 0
-  smoke_queries:
-    description:
-      - Queries run on the side database before the swap; each must return one row whose first column is true.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name: {description: Name reported in the result., type: str, required: true}
-      sql: {description: The query., type: str, required: true}
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
-  namespace:
-    description: Namespace of the writers.
-    type: str
-    required: true
-  writers:
-    description: The workloads that write to the database, quiesced during the swap.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      name: {description: Workload name., type: str, required: true}
-      kind: {description: Workload kind., type: str, choices: [Deployment, StatefulSet], default: Deployment}
-  incident:
-    description: Incident recorded in the markers of the databases and on the writers.
-    type: str
-    required: true
   timeout:
     description: Seconds for each wait (archiving, recovery, the writers to stop and to be ready again).
     type: int
     default: 300
+extends_documentation_fragment:
+  - emergency.ops.side_restore
+  - emergency.ops.kube.cluster
 """
 
 EXAMPLES = r"""
@@ -191,16 +145,11 @@ prior:
 """
 
 import os
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    DATABASE_ARGS,
     HAS_PSYCOPG,
     Failure,
-    Mismatch,
-    SwapFailed,
-    allow_connections,
     connect,
     count_side,
     databases,
@@ -210,14 +159,12 @@ from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     restore_side,
     side_state,
     smoke,
-    swap_databases,
     utcnow,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
     Kube,
-    KubeError,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.pitr import (
     PGBACKREST_ARGS,
@@ -226,48 +173,15 @@ from ansible_collections.emergency.ops.plugins.module_utils.pitr import (
     choose,
     window,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.quiesce import NotSettled, scale_all
-
-OUTCOMES = {
-    "preflight": "failed in preflight: nothing was touched",
-    "recover": "failed before the swap: the live database was not touched",
-    "restore": "failed before the swap: the live database was not touched",
-    "quiesce": "failed before the swap: the live database was not touched",
-    "swap": "failed during the swap: the previous database is live again",
-}
+from ansible_collections.emergency.ops.plugins.module_utils.side_restore import SIDE_RESTORE_ARGS, Run
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            database=DATABASE_ARGS,
+            SIDE_RESTORE_ARGS,
             pgbackrest=PGBACKREST_ARGS,
             to_time=dict(type="str", required=True),
-            side=dict(type="str", required=True),
-            keep_as=dict(type="str", required=True),
-            owner=dict(type="str"),
-            workdir=dict(type="path", required=True),
-            jobs=dict(type="int", default=0),
-            smoke_queries=dict(
-                type="list",
-                elements="dict",
-                default=[],
-                options=dict(name=dict(type="str", required=True), sql=dict(type="str", required=True)),
-            ),
-            kubeconfig=dict(type="path"),
-            context=dict(type="str"),
-            namespace=dict(type="str", required=True),
-            writers=dict(
-                type="list",
-                elements="dict",
-                default=[],
-                options=dict(
-                    name=dict(type="str", required=True),
-                    kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
-                ),
-            ),
-            incident=dict(type="str", required=True),
-            timeout=dict(type="int", default=300),
         ),
         supports_check_mode=True,
     )
@@ -276,62 +190,11 @@ def main():
             module.fail_json(
                 msg="%s is required on the controller %s" % (what, KUBERNETES_IMPORT_ERROR or "")
             )
-    result = dict(
-        changed=False,
-        backup=None,
-        row_counts={},
-        smoke_queries=[],
-        terminated=[],
-        kept_as=None,
-        writers=[],
-        downtime_seconds=None,
-        temporary_cluster_removed=True,
-        prior={"database": {}, "writers": {}},
-    )
-    state = {"stage": "preflight"}
-
-    def fail(message, kind, outcome):
-        if state["stage"] == "after-swap":
-            outcome = (
-                "failed after the swap: the recovered database is live, the previous one is kept as %s"
-                % (result["kept_as"])
-            )
-        module.fail_json(msg=message, outcome=kind, failure=outcome, stage=state["stage"], **result)
-
-    try:
-        outcome = recover(module, state, result)
-    except Mismatch as exc:
-        result["row_counts"] = exc.counts
-        fail(str(exc), "failed", OUTCOMES[state["stage"]])
-    except SwapFailed as exc:
-        result["terminated"] = exc.terminated
-        fail(
-            str(exc),
-            "failed",
-            OUTCOMES["swap"] if exc.rolled_back else "failed during the swap: check the server",
-        )
-    except Failure as exc:
-        fail(str(exc), exc.outcome, OUTCOMES.get(state["stage"], "failed"))
-    except (NotSettled, KubeError) as exc:
-        kind = (
-            "unreachable" if getattr(exc, "status", None) == 0 and state["stage"] == "preflight" else "failed"
-        )
-        fail(str(exc), kind, OUTCOMES.get(state["stage"], "failed"))
-    except Exception as exc:  # the server went away mid-recovery, and the like
-        fail("%s: %s" % (type(exc).__name__, exc), "failed", OUTCOMES.get(state["stage"], "failed"))
-    module.exit_json(outcome=outcome, stage=state["stage"], **result)
+    Run(module, "recovered", temporary_cluster_removed=True).run(recover)
 
 
-def bring_back(kube, p, result):
-    """Every writer back to its recorded replicas at once, then waits until all are ready."""
-    writers = scale_all(kube, p["writers"], "restored", p["incident"], p["timeout"])
-    by_name = {w["name"]: w for w in writers}
-    for writer in result["writers"] or writers:
-        writer["replicas"] = by_name[writer["name"]]["replicas"]
-    result["writers"] = result["writers"] or writers
-
-
-def recover(module, state, result):
+def recover(run):
+    module, result = run.module, run.result
     p = module.params
     database, incident, side, keep_as = p["database"], p["incident"], p["side"], p["keep_as"]
     live, settings = database["name"], p["pgbackrest"]
@@ -341,26 +204,14 @@ def recover(module, state, result):
     target = parse_when(p["to_time"])
     conn = connect(database)
     with conn:
-        present = databases(conn)
-        entry = dict(present.get(live) or {})
-        entry.pop("marker", None)
-        result["prior"]["database"] = entry
+        present = run.read_databases(conn)
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         swap = live_swap(present, live)
         if swap.get("incident") == incident and swap.get("action") == "restore":
-            result["backup"] = {k: v for k, v in swap.items() if k not in ("action", "incident")}
-            result["backup"]["id"] = swap.get("backup")
-            result["kept_as"] = swap.get("kept_as")
-            state["stage"] = "already"
-            if module.check_mode:
-                return "already restored for this incident"
-            if not present[live]["allow_connections"]:
-                allow_connections(conn, live, True)  # a killed run left it closed
-                result["changed"] = True
-            state["stage"] = "after-swap"
-            result["writers"] = scale_all(kube, p["writers"], "restored", incident, p["timeout"])
-            result["changed"] = result["changed"] or any(w["changed"] for w in result["writers"])
-            state["stage"] = "already"
+            # A failure to reopen the live database is reported in this stage (db_restore reports it as
+            # preflight), after which the restore role brings the writers back.
+            run.stage = "already"
+            run.rerun(conn, present, kube, swap)
             return "already restored for this incident"
         now = utcnow()
         backups = window(settings)
@@ -379,10 +230,9 @@ def recover(module, state, result):
         if keep_as in present:
             raise Failure("database %s already exists; refusing to overwrite it" % keep_as, "refused")
         if module.check_mode:
-            result["writers"] = scale_all(kube, p["writers"], "down", incident, p["timeout"], check_mode=True)
-            result["prior"]["writers"] = {w["name"]: w["previous_replicas"] for w in result["writers"]}
+            run.quiesce(kube, check_mode=True)
             result["changed"] = True
-            state["stage"] = "check"
+            run.stage = "check"
             window_text = "%s to %s" % (recovery["window"]["start"], recovery["window"]["end"])
             return (
                 "would recover %s to %s from pgBackRest backup %s (recoverable window %s) beside the live "
@@ -391,7 +241,7 @@ def recover(module, state, result):
             )
 
         # Recover beside the live cluster, copy the database into a side database, verify.
-        state["stage"] = "recover"
+        run.stage = "recover"
         result["changed"] = True
         cluster = TemporaryCluster(settings, p["workdir"], incident)
         result["temporary_cluster_removed"] = False
@@ -406,7 +256,7 @@ def recover(module, state, result):
                     raise Failure("database %s did not exist at %s" % (live, iso(target)), "invalid")
             recovered_counts = count_side(cluster.connection(database["user"], live), live, jobs)
             cluster.dump(database["user"], live, jobs, os.path.join(cluster.home, "dump"), p["timeout"])
-            state["stage"] = "restore"
+            run.stage = "restore"
             _changed, result["row_counts"] = restore_side(
                 conn,
                 database,
@@ -422,31 +272,9 @@ def recover(module, state, result):
             result["temporary_cluster_removed"] = cluster.remove()
         result["smoke_queries"] = smoke(database, side, p["smoke_queries"])
 
-        # Quiesce, swap, bring back: the writers' downtime.
-        state["stage"] = "quiesce"
-        down_at = time.monotonic()
-        try:
-            result["writers"] = scale_all(kube, p["writers"], "down", incident, p["timeout"])
-            result["prior"]["writers"] = {w["name"]: w["previous_replicas"] for w in result["writers"]}
-            state["stage"] = "swap"
-            present = databases(conn)
-            details = {"backup": recovery["id"], "to_time": recovery["target"], "set": backup["label"]}
-            result["terminated"], _closed = swap_databases(
-                conn, present, live, side, keep_as, "restore", "pre", incident, details
-            )
-            result["kept_as"] = keep_as if live in present else None
-            state["stage"] = "after-swap"
-        except BaseException:
-            # Writers this run quiesced come back whatever happened; the failure that got us here is
-            # the one reported, with where each writer stands.
-            try:
-                bring_back(kube, p, result)
-            except (KubeError, NotSettled) as exc:
-                result["writers_error"] = str(exc)
-            raise
-        bring_back(kube, p, result)
-        result["downtime_seconds"] = round(time.monotonic() - down_at, 2)
-    state["stage"] = "done"
+        details = {"backup": recovery["id"], "to_time": recovery["target"], "set": backup["label"]}
+        run.swap_in(conn, kube, details)
+    run.stage = "done"
     return "recovered to %s: swapped in, previous database kept" % iso(target)
 
 

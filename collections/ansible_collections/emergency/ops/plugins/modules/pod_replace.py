@@ -21,16 +21,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
-  namespace:
-    description: Namespace of the workloads.
-    type: str
-    required: true
   services:
     description: Workloads whose pods are replaced.
     type: list
@@ -77,6 +67,8 @@ options:
     description: Seconds the replacements may take to be ready.
     type: int
     default: 300
+extends_documentation_fragment:
+  - emergency.ops.kube
 """
 
 EXAMPLES = r"""
@@ -125,16 +117,16 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    get_or_fail,
+    outcome_of,
+    require_kubernetes,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
     SERVICE_OPTIONS,
     dry_run_delete,
     not_ready_message,
-    outcome_of,
     pod_age,
     pod_serving,
     pod_summary,
@@ -159,19 +151,13 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     p = module.params
     results, changed, plan = [], False, []
     try:
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         for service in p["services"] + p["verify"]:  # preflight: everything named exists
-            if kube.get_or_none(service["kind"], service["name"]) is None:
-                module.fail_json(
-                    msg="%s %s not found in namespace %s"
-                    % (service["kind"], service["name"], p["namespace"]),
-                    outcome="invalid",
-                )
+            get_or_fail(module, kube, service["kind"], service["name"])
         for service in p["services"]:
             kind, name = service["kind"], service["name"]
             obj = kube.get(kind, name)

@@ -17,12 +17,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
   namespace:
     description: Namespace of the Secret.
     type: str
@@ -41,6 +35,8 @@ options:
     default: 60
 requirements:
   - psycopg (version 3)
+extends_documentation_fragment:
+  - emergency.ops.kube.cluster
 """
 
 EXAMPLES = r"""
@@ -71,10 +67,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    outcome_of,
+    require_kubernetes,
 )
 
 try:
@@ -103,8 +99,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     if not HAS_PSYCOPG:
         module.fail_json(msg="the psycopg (3) Python package is required")
     p = module.params
@@ -112,9 +107,7 @@ def main():
     try:
         secret = Kube(p["kubeconfig"], p["context"], p["namespace"]).get("Secret", p["secret"])
     except KubeError as exc:
-        module.fail_json(
-            msg="Secret %s: %s" % (p["secret"], exc), outcome="unreachable" if exc.status == 0 else "failed"
-        )
+        module.fail_json(msg="Secret %s: %s" % (p["secret"], exc), outcome=outcome_of(exc))
     data = secret.get("data") or {}
     missing = [keys[k] for k in keys if keys[k] not in data]
     if missing:

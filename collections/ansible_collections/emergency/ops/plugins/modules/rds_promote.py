@@ -36,23 +36,6 @@ options:
     description: Incident recorded as a tag on the promoted instance.
     type: str
     required: true
-  region:
-    description: AWS region.
-    type: str
-    required: true
-  endpoint_url:
-    description: RDS endpoint; empty for AWS.
-    type: str
-    default: ""
-  access_key:
-    description: Access key id; empty for the default credential chain.
-    type: str
-    default: ""
-  secret_key:
-    description: Secret access key; empty for the default credential chain.
-    type: str
-    default: ""
-    no_log: true
   timeout:
     description: Seconds to wait until the promoted instance is available.
     type: int
@@ -61,8 +44,8 @@ options:
     description: Seconds between two reads of the instance's status.
     type: float
     default: 2
-requirements:
-  - boto3
+extends_documentation_fragment:
+  - emergency.ops.aws
 """
 
 EXAMPLES = r"""
@@ -91,14 +74,12 @@ promoted:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-
-try:
-    import boto3
-    import botocore.exceptions
-
-    HAS_BOTO3 = True
-except ImportError:
-    HAS_BOTO3 = False
+from ansible_collections.emergency.ops.plugins.module_utils.rds import (
+    AWS_ARGS,
+    HAS_BOTO3,
+    rds_client,
+    rds_errors,
+)
 
 TAG = "emergency-ops/failover-incident"
 
@@ -118,13 +99,10 @@ def summary(db):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            AWS_ARGS,
             replica=dict(type="str", required=True),
             primary=dict(type="str", default=""),
             incident=dict(type="str", required=True),
-            region=dict(type="str", required=True),
-            endpoint_url=dict(type="str", default=""),
-            access_key=dict(type="str", default="", no_log=False),
-            secret_key=dict(type="str", default="", no_log=True),
             timeout=dict(type="int", default=900),
             poll_interval=dict(type="float", default=2),
         ),
@@ -133,13 +111,7 @@ def main():
     if not HAS_BOTO3:
         module.fail_json(msg="boto3 is required")
     p = module.params
-    rds = boto3.client(
-        "rds",
-        region_name=p["region"],
-        endpoint_url=p["endpoint_url"] or None,
-        aws_access_key_id=p["access_key"] or None,
-        aws_secret_access_key=p["secret_key"] or None,
-    )
+    rds = rds_client(p)
 
     def describe(name=None):
         return rds.describe_db_instances(DBInstanceIdentifier=name or p["replica"])["DBInstances"][0]
@@ -148,7 +120,7 @@ def main():
         module.exit_json(**dict(result, **primary))
 
     primary = {}
-    try:
+    with rds_errors(module):
         if p["primary"]:
             primary["primary"] = summary(describe(p["primary"]))
         db = describe()
@@ -185,11 +157,6 @@ def main():
         rds.add_tags_to_resource(
             ResourceName=db["DBInstanceArn"], Tags=[{"Key": TAG, "Value": p["incident"]}]
         )
-    except botocore.exceptions.EndpointConnectionError as exc:
-        module.fail_json(msg="cannot reach RDS: %s" % exc, outcome="unreachable")
-    except botocore.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        module.fail_json(msg="RDS: %s" % exc, outcome="invalid" if code == "DBInstanceNotFound" else "failed")
     exit_json(changed=True, promoted=True, instance=summary(db))
 
 

@@ -36,25 +36,8 @@ options:
     description: Incident the new instance is named and tagged after.
     type: str
     required: true
-  region:
-    description: AWS region.
-    type: str
-    required: true
-  endpoint_url:
-    description: RDS endpoint; empty for AWS.
-    type: str
-    default: ""
-  access_key:
-    description: Access key id; empty for the default credential chain.
-    type: str
-    default: ""
-  secret_key:
-    description: Secret access key; empty for the default credential chain.
-    type: str
-    default: ""
-    no_log: true
-requirements:
-  - boto3
+extends_documentation_fragment:
+  - emergency.ops.aws
 """
 
 EXAMPLES = r"""
@@ -93,14 +76,13 @@ target:
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-
-try:
-    import boto3
-    import botocore.exceptions
-
-    HAS_BOTO3 = True
-except ImportError:
-    HAS_BOTO3 = False
+from ansible_collections.emergency.ops.plugins.module_utils.rds import (
+    AWS_ARGS,
+    HAS_BOTO3,
+    instance_or_none,
+    rds_client,
+    rds_errors,
+)
 
 INCIDENT_TAG = "emergency-ops/restore-incident"
 SNAPSHOT_TAG = "emergency-ops/restored-from"
@@ -131,26 +113,17 @@ def target_name(instance, incident):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            AWS_ARGS,
             instance=dict(type="str", required=True),
             snapshot=dict(type="str", required=True),
             incident=dict(type="str", required=True),
-            region=dict(type="str", required=True),
-            endpoint_url=dict(type="str", default=""),
-            access_key=dict(type="str", default="", no_log=False),
-            secret_key=dict(type="str", default="", no_log=True),
         ),
         supports_check_mode=True,
     )
     if not HAS_BOTO3:
         module.fail_json(msg="boto3 is required")
     p = module.params
-    rds = boto3.client(
-        "rds",
-        region_name=p["region"],
-        endpoint_url=p["endpoint_url"] or None,
-        aws_access_key_id=p["access_key"] or None,
-        aws_secret_access_key=p["secret_key"] or None,
-    )
+    rds = rds_client(p)
     name = target_name(p["instance"], p["incident"])
     if len(name) > 63 or not re.match(r"^[a-z][a-z0-9-]*[a-z0-9]$", name):
         module.fail_json(
@@ -159,7 +132,7 @@ def main():
             outcome="invalid",
         )
     newest = []
-    try:
+    with rds_errors(module):
         found = rds.describe_db_instances(DBInstanceIdentifier=p["instance"])["DBInstances"]
         source = summary(found[0])
         pages = rds.get_paginator("describe_db_snapshots").paginate(DBInstanceIdentifier=p["instance"])
@@ -169,21 +142,11 @@ def main():
             reverse=True,
         )
         newest = [s["DBSnapshotIdentifier"] for s in snapshots[:10]]
-        try:
-            target = rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "DBInstanceNotFound":
-                raise
-            target = None
+        target = instance_or_none(rds, name)
         tags = {}
         if target is not None:
             listed = rds.list_tags_for_resource(ResourceName=target["DBInstanceArn"])["TagList"]
             tags = {t["Key"]: t["Value"] for t in listed}
-    except botocore.exceptions.EndpointConnectionError as exc:
-        module.fail_json(msg="cannot reach RDS: %s" % exc, outcome="unreachable")
-    except botocore.exceptions.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        module.fail_json(msg="RDS: %s" % exc, outcome="invalid" if code == "DBInstanceNotFound" else "failed")
 
     if p["snapshot"] == "latest":
         chosen = snapshots[0] if snapshots else None

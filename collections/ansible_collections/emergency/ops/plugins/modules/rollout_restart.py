@@ -21,17 +21,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description:
-      - Path to the kubeconfig; the usual defaults (E(K8S_AUTH_KUBECONFIG), E(KUBECONFIG), in-cluster) apply.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
-  namespace:
-    description: Namespace of the workloads.
-    type: str
-    required: true
   services:
     description: Workloads to restart, in the order given.
     type: list
@@ -63,6 +52,8 @@ options:
     description: Seconds between two reads of a rollout's status.
     type: float
     default: 0.25
+extends_documentation_fragment:
+  - emergency.ops.kube
 """
 
 EXAMPLES = r"""
@@ -102,13 +93,17 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    outcome_of,
+    require_kubernetes,
     rfc3339,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.rollout import diagnose, revision, rollout_state
+from ansible_collections.emergency.ops.plugins.module_utils.rollout import revision, rollout_state
+from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
+    SERVICE_OPTIONS,
+    not_ready_message,
+)
 
 INCIDENT_ANNOTATION = "emergency.ops/restart-incident"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -152,23 +147,14 @@ def wait_for_rollout(kube, kind, name, timeout, interval):
 def main():
     argument_spec = dict(
         CONNECTION_ARGS,
-        services=dict(
-            type="list",
-            elements="dict",
-            required=True,
-            options=dict(
-                name=dict(type="str", required=True),
-                kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
-            ),
-        ),
+        services=SERVICE_OPTIONS,
         incident=dict(type="str", required=True),
         force=dict(type="bool", default=False),
         timeout=dict(type="int", default=300),
         poll_interval=dict(type="float", default=0.25),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     params = module.params
     incident = params["incident"]
 
@@ -187,7 +173,7 @@ def main():
                 unhealthy.append(message)
             plan.append((service, obj, done))
     except KubeError as exc:
-        module.fail_json(msg="preflight: %s" % exc, outcome="unreachable" if exc.status == 0 else "failed")
+        module.fail_json(msg="preflight: %s" % exc, outcome=outcome_of(exc))
 
     if missing:
         module.fail_json(
@@ -229,27 +215,14 @@ def main():
             entry["new_revision"] = revision(obj)
             entry["seconds_to_ready"] = round(time.monotonic() - started, 2) if not done else 0.0
             if state != "complete":
-                detail = diagnose(kube, obj)
-                detail.update(name=name, kind=kind, reason=message)
-                module.fail_json(
-                    msg="%s %s did not become ready: %s. Pods not ready: %s. Recent events: %s"
-                    % (
-                        kind,
-                        name,
-                        message,
-                        ", ".join(detail["pods_not_ready"]) or "none",
-                        " | ".join(detail["recent_events"]) or "none",
-                    ),
-                    changed=changed,
-                    services=results,
-                    failed_service=detail,
-                )
+                text, detail = not_ready_message(kube, obj, message)
+                module.fail_json(msg=text, changed=changed, services=results, failed_service=detail)
         except KubeError as exc:
             module.fail_json(
                 msg="%s %s: %s" % (kind, name, exc),
                 changed=changed,
                 services=results,
-                outcome="unreachable" if exc.status == 0 else "failed",
+                outcome=outcome_of(exc),  # unreachable even once a workload was restarted
             )
     module.exit_json(changed=changed, services=results)
 

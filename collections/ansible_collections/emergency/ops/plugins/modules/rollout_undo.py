@@ -26,16 +26,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
-  namespace:
-    description: Namespace of the workloads.
-    type: str
-    required: true
   services:
     description: Deployments to roll back (V(undo)) or to look at (V(recover)), in order.
     type: list
@@ -74,6 +64,8 @@ options:
     description: Seconds each rollback may take to be complete and ready.
     type: int
     default: 300
+extends_documentation_fragment:
+  - emergency.ops.kube
 """
 
 EXAMPLES = r"""
@@ -136,36 +128,30 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    get_or_fail,
+    outcome_of,
+    require_kubernetes,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.rollout import REVISION, rollout_state
+from ansible_collections.emergency.ops.plugins.module_utils.rollout import rollout_state
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
     SERVICE_OPTIONS,
     condition,
     images,
+    main_container,
     not_ready_message,
-    outcome_of,
     pod_age,
     pod_serving,
     pods_of,
     replicasets_of,
-    rs_revision,
+    revision_number,
     wait_ready,
 )
 
 INCIDENT = "emergency.ops/rollback-incident"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 TAG_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
-
-
-def revision_of(obj):
-    try:
-        return int(obj["metadata"].get("annotations", {}).get(REVISION, "0"))
-    except ValueError:
-        return 0
 
 
 def template_of(rs):
@@ -179,14 +165,6 @@ def with_tag(image, tag):
     colon = image.rfind(":")
     repository = image[:colon] if colon > slash else image
     return "%s:%s" % (repository.split("@", 1)[0], tag)
-
-
-def main_container(template, name):
-    containers = template["spec"]["containers"]
-    for index, container in enumerate(containers):
-        if container["name"] == name:
-            return index
-    return 0
 
 
 def failure(obj, rss, not_ready_seconds):
@@ -214,7 +192,7 @@ def stuck_pods(kube, obj, newest, not_ready_seconds):
 
 def good_revision(rss, current, failed_images):
     """Newest older revision that was fully available."""
-    older = [rs for rs in rss if rs_revision(rs) < current]
+    older = [rs for rs in rss if revision_number(rs) < current]
     for rs in older:
         if rs.get("status", {}).get("availableReplicas", 0) > 0:
             return rs
@@ -243,8 +221,7 @@ def main():
         mutually_exclusive=[("to_revision", "image")],
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     p = module.params
     if p["image"] is not None and (
         not p["image"] or len(p["image"]) > 128 or any(ch not in TAG_CHARS for ch in p["image"])
@@ -266,13 +243,9 @@ def main():
             if service["kind"] != "Deployment":
                 continue
             name = service["name"]
-            obj = kube.get_or_none("Deployment", name)
-            if obj is None:
-                module.fail_json(
-                    msg="Deployment %s not found in namespace %s" % (name, p["namespace"]), outcome="invalid"
-                )
+            obj = get_or_fail(module, kube, "Deployment", name)
             rss = replicasets_of(kube, obj)
-            current = revision_of(obj)
+            current = revision_number(obj)
             current_template = obj["spec"]["template"]
             entry = {
                 "name": name,
@@ -286,7 +259,7 @@ def main():
                 "previous_images": images(current_template),
                 "images": None,
                 "revisions": [
-                    {"revision": rs_revision(rs), "images": images(rs["spec"]["template"])} for rs in rss
+                    {"revision": revision_number(rs), "images": images(rs["spec"]["template"])} for rs in rss
                 ],
             }
             results.append(entry)
@@ -295,7 +268,7 @@ def main():
             if p["mode"] == "recover":
                 reason = failure(obj, rss, p["not_ready_seconds"])
                 if reason == "pending":
-                    newest = next((rs for rs in rss if rs_revision(rs) == current), None)
+                    newest = next((rs for rs in rss if revision_number(rs) == current), None)
                     stuck = stuck_pods(kube, obj, newest, p["not_ready_seconds"]) if newest else []
                     reason = (
                         "pods not ready for more than %ss: %s" % (p["not_ready_seconds"], ", ".join(stuck))
@@ -315,7 +288,7 @@ def main():
                         prior=prior(results),
                         outcome="refused",
                     )
-                target = (rs_revision(good), template_of(good))
+                target = (revision_number(good), template_of(good))
             elif p["image"] is not None:
                 template = copy.deepcopy(current_template)
                 index = main_container(template, name)
@@ -323,12 +296,12 @@ def main():
                 container["image"] = with_tag(container["image"], p["image"])
                 target = (None, template)
             else:
-                older = [rs for rs in rss if rs_revision(rs) < current]
+                older = [rs for rs in rss if revision_number(rs) < current]
                 wanted = p["to_revision"]
                 chosen = (
                     older[0]
                     if wanted is None and older
-                    else next((rs for rs in rss if rs_revision(rs) == wanted), None)
+                    else next((rs for rs in rss if revision_number(rs) == wanted), None)
                 )
                 if chosen is None and not done:
                     module.fail_json(
@@ -336,14 +309,14 @@ def main():
                         % (
                             name,
                             "revision %s" % wanted if wanted is not None else "previous revision",
-                            ", ".join(str(rs_revision(rs)) for rs in rss) or "none",
+                            ", ".join(str(revision_number(rs)) for rs in rss) or "none",
                         ),
                         services=results,
                         prior=prior(results),
                         outcome="invalid",
                     )
                 if chosen is not None:
-                    target = (rs_revision(chosen), template_of(chosen))
+                    target = (revision_number(chosen), template_of(chosen))
             if target is not None:
                 entry["target_revision"] = target[0]
             plan.append((entry, obj, target, done))
@@ -375,7 +348,7 @@ def main():
                 continue  # recover: a healthy Deployment is left alone, not waited for
             started = time.monotonic()
             obj, state, message = wait_ready(kube, "Deployment", name, p["timeout"])
-            entry["new_revision"] = revision_of(obj)
+            entry["new_revision"] = revision_number(obj)
             entry["images"] = images(obj["spec"]["template"])
             entry["seconds_to_ready"] = round(time.monotonic() - started, 2)
             if state != "complete":

@@ -24,16 +24,6 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers
 options:
-  kubeconfig:
-    description: Path to the kubeconfig.
-    type: path
-  context:
-    description: Kubeconfig context to use.
-    type: str
-  namespace:
-    description: Namespace of the workloads.
-    type: str
-    required: true
   services:
     description: Workloads, in order (the order matters for V(restored)).
     type: list
@@ -69,6 +59,8 @@ options:
     description: Seconds each wait may take.
     type: int
     default: 300
+extends_documentation_fragment:
+  - emergency.ops.kube
 """
 
 EXAMPLES = r"""
@@ -117,34 +109,26 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     CONNECTION_ARGS,
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeError,
+    get_or_fail,
+    outcome_of,
+    require_kubernetes,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.quiesce import (
-    INCIDENT,
     not_ready_message,
-    plan_for,
-    recorded,
+    plan,
     settled,
     wait,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.workloads import SERVICE_OPTIONS
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             CONNECTION_ARGS,
-            services=dict(
-                type="list",
-                elements="dict",
-                required=True,
-                options=dict(
-                    name=dict(type="str", required=True),
-                    kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
-                ),
-            ),
+            services=SERVICE_OPTIONS,
             state=dict(type="str", required=True, choices=["down", "restored", "present"]),
             replicas=dict(type="int"),
             incident=dict(type="str", required=True),
@@ -154,8 +138,7 @@ def main():
         required_if=[("state", "present", ["replicas"])],
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg="the kubernetes Python package is required: %s" % KUBERNETES_IMPORT_ERROR)
+    require_kubernetes(module)
     p = module.params
     if p["replicas"] is not None and p["replicas"] < 0:
         module.fail_json(msg="replicas must be 0 or more", outcome="invalid")
@@ -165,30 +148,12 @@ def main():
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         objects = []
         for service in p["services"]:  # preflight: every workload exists before any is touched
-            obj = kube.get_or_none(service["kind"], service["name"])
-            if obj is None:
-                module.fail_json(
-                    msg="%s %s not found in namespace %s"
-                    % (service["kind"], service["name"], p["namespace"]),
-                    outcome="invalid",
-                )
-            objects.append((service, obj))
+            objects.append((service, get_or_fail(module, kube, service["kind"], service["name"])))
 
         pending = []
         for service, obj in objects:
             kind, name = service["kind"], service["name"]
-            patch, target = plan_for(obj, p["state"], p["replicas"])
-            if patch is not None:
-                patch.setdefault("metadata", {}).setdefault("annotations", {})[INCIDENT] = p["incident"]
-            entry = {
-                "name": name,
-                "kind": kind,
-                "previous_replicas": obj["spec"].get("replicas", 1),
-                "replicas": target,
-                "recorded_replicas": recorded(obj),
-                "changed": patch is not None,
-                "seconds": 0.0,
-            }
+            entry, patch, target = plan(service, obj, p["state"], p["incident"], p["replicas"])
             results.append(entry)
             if patch is None:
                 if p["state"] != "down" and p["wait"] and not module.check_mode and not settled(obj, target):
@@ -231,7 +196,7 @@ def main():
             msg=str(exc),
             changed=changed,
             services=results,
-            outcome="unreachable" if exc.status == 0 and not changed else "failed",
+            outcome=outcome_of(exc, changed),
         )
     module.exit_json(changed=changed, services=results)
 
