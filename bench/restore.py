@@ -200,6 +200,9 @@ def measure(box, status, size_mb: int, work: Path) -> dict:
     restore = result["outputs"]["restore"]
     assert restore["backup"]["id"] == backup_id, restore
     downtime = float(restore["downtime_seconds"])
+    parts = dict(restore.get("timings") or {}, writers_down=downtime)
+    parts["outside_the_module"] = round(ours - sum(step["duration"] for step in result["steps"]), 2)
+    print(f"  (c) parts, seconds: {parts}", flush=True)
     drop(box, f"app_pre_{dbrecovery.incident_suffix(incident)}")
     figures = {
         "size_bytes": size,

@@ -697,12 +697,14 @@ def side_state(present, side, backup_id, live):
     return bool(marker.get("role") == "side" and marker.get("backup") == backup_id and marker.get("verified"))
 
 
-def restore_side(conn, database, present, side, backup, source, incident, jobs, owner=None):
+def restore_side(conn, database, present, side, backup, source, incident, jobs, owner=None, timings=None):
     """Creates ``side`` (owner, encoding and collation of the live database), restores the verified
     directory-format dump in ``source/dump`` into it with ``pg_restore --jobs``, and counts every table
     on ``jobs`` connections against the manifest. A side database already verified for the same backup
     is not restored again; one left unverified by an interrupted run is dropped and restored again.
-    Returns ``(changed, row_counts)``; raises ``Mismatch`` when the counts differ from the manifest's."""
+    Returns ``(changed, row_counts)``; raises ``Mismatch`` when the counts differ from the manifest's.
+    ``timings``, when given, gets the seconds pg_restore and the counts took."""
+    timings = {} if timings is None else timings
     live = database["name"]
     done = side_state(present, side, backup["id"], live)
     marker = {"role": "side", "incident": incident, "backup": backup["id"], "verified": False}
@@ -734,13 +736,17 @@ def restore_side(conn, database, present, side, backup, source, incident, jobs, 
             "--dbname=%s" % side,
             os.path.join(source, "dump"),
         ]
+        started = time.monotonic()
         proc = subprocess.run(argv, env=pg_env(database), capture_output=True, text=True)
+        timings["pg_restore"] = round(time.monotonic() - started, 2)
         if proc.returncode != 0:
             raise Failure(
                 "pg_restore into %s failed (exit %d): %s"
                 % (side, proc.returncode, proc.stderr.strip()[-1500:])
             )
+    started = time.monotonic()
     counts = count_side(database, side, jobs)
+    timings["count"] = round(time.monotonic() - started, 2)
     problems = compare(backup.get("row_counts") or {}, counts)
     if problems:
         raise Mismatch(

@@ -77,6 +77,7 @@ class Run:
             kept_as=None,
             writers=[],
             downtime_seconds=None,
+            timings={},  # seconds per phase: where the run's time went
             prior={"database": {}, "writers": {}},
             **result,
         )
@@ -122,10 +123,11 @@ class Run:
         result["backup"]["id"] = swap.get("backup")
         result["kept_as"] = swap.get("kept_as")
         if not self.module.check_mode:
+            # After the swap: whatever fails from here, the restore role brings the writers back.
+            self.stage = "after-swap"
             if not present[live]["allow_connections"]:
                 allow_connections(conn, live, True)  # a killed run left it closed
                 result["changed"] = True
-            self.stage = "after-swap"
             result["writers"] = scale_all(kube, p["writers"], "restored", p["incident"], p["timeout"])
             result["changed"] = result["changed"] or any(w["changed"] for w in result["writers"])
         self.stage = "already"

@@ -122,6 +122,10 @@ downtime_seconds:
   description: Seconds from the start of the writers' quiesce until every writer was ready again.
   returned: when swapped
   type: float
+timings:
+  description: Seconds per phase (download_and_verify, pg_restore, count, smoke_queries), where the time went.
+  returned: always
+  type: dict
 prior:
   description: What was recorded before the change (the live database's entry, the writers' replicas).
   returned: always
@@ -130,6 +134,7 @@ prior:
 
 import os
 import shutil
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
@@ -205,16 +210,20 @@ def restore(run):
 
         # Verify every checksum before any database is touched.
         run.stage = "verify"
+        timings, started = result["timings"], time.monotonic()
         try:
             fetch(store, backup["id"], p["workdir"], False)
+            timings["download_and_verify"] = round(time.monotonic() - started, 2)
             run.stage = "restore"
             result["changed"] = True
             _changed, result["row_counts"] = restore_side(
-                conn, database, present, side, backup, p["workdir"], incident, jobs, p["owner"]
+                conn, database, present, side, backup, p["workdir"], incident, jobs, p["owner"], timings
             )
         finally:
             shutil.rmtree(p["workdir"], ignore_errors=True)
+        started = time.monotonic()
         result["smoke_queries"] = smoke(database, side, p["smoke_queries"])
+        timings["smoke_queries"] = round(time.monotonic() - started, 2)
 
         run.swap_in(conn, kube, {"backup": backup["id"]})
     run.stage = "done"

@@ -208,9 +208,6 @@ def recover(run):
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         swap = live_swap(present, live)
         if swap.get("incident") == incident and swap.get("action") == "restore":
-            # A failure to reopen the live database is reported in this stage (db_restore reports it as
-            # preflight), after which the restore role brings the writers back.
-            run.stage = "already"
             run.rerun(conn, present, kube, swap)
             return "already restored for this incident"
         now = utcnow()
@@ -267,6 +264,7 @@ def recover(run):
                 incident,
                 jobs,
                 p["owner"],
+                result["timings"],
             )
         finally:
             result["temporary_cluster_removed"] = cluster.remove()
