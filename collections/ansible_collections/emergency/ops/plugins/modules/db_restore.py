@@ -123,7 +123,7 @@ downtime_seconds:
   returned: when swapped
   type: float
 timings:
-  description: Seconds per phase (download_and_verify, pg_restore, count, smoke_queries), where the time went.
+  description: Seconds per phase (preflight, download_and_verify, pg_restore, count, smoke_queries), where the time went.
   returned: always
   type: dict
 prior:
@@ -187,6 +187,7 @@ def restore(run):
     jobs = p["jobs"] or os.cpu_count() or 1
 
     # Preflight: the server, whether this incident already swapped, the backup.
+    started = time.monotonic()
     conn = connect(database)
     with conn:
         present = run.read_databases(conn)
@@ -210,7 +211,9 @@ def restore(run):
 
         # Verify every checksum before any database is touched.
         run.stage = "verify"
-        timings, started = result["timings"], time.monotonic()
+        timings = result["timings"]
+        timings["preflight"] = round(time.monotonic() - started, 2)
+        started = time.monotonic()
         try:
             fetch(store, backup["id"], p["workdir"], False)
             timings["download_and_verify"] = round(time.monotonic() - started, 2)
