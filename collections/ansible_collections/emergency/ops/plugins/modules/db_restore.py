@@ -123,7 +123,9 @@ downtime_seconds:
   returned: when swapped
   type: float
 timings:
-  description: Seconds per phase (preflight, download_and_verify, pg_restore, count, smoke_queries), where the time went.
+  description:
+    - Seconds per phase (preflight, download_and_verify, pg_restore, count, smoke_queries), where the
+      time went.
   returned: always
   type: dict
 prior:
