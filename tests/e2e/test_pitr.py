@@ -9,19 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-import psycopg
 import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
 from driver import ROOT
 from tests.conftest import processes_mentioning, wait_for
-
-WRITERS = {"indexer": 1, "api": 2, "crank": 1}
+from tests.e2e.test_database import WRITERS, add_events, admin, database_names, ready, replicas, rows_of
 
 
 @pytest.fixture(scope="module")
@@ -40,64 +37,28 @@ def kube(target):
     return kube
 
 
-def ready(kube) -> bool:
-    for name, want in WRITERS.items():
-        obj = kube.get("Deployment", name)
-        if obj["spec"]["replicas"] != want or obj["status"].get("readyReplicas", 0) != want:
-            return False
-    return True
-
-
-def admin(box, dbname: str = "postgres"):
-    conn = box.admin_database()
-    return psycopg.connect(
-        host=conn["host"],
-        port=conn["port"],
-        user=conn["user"],
-        password=conn["password"],
-        dbname=dbname,
-        autocommit=True,
-    )
-
-
-def database_names(box) -> set[str]:
-    with admin(box) as conn:
-        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate")}
-
-
-def rows_of(box, dbname: str, kind: str) -> int:
-    with admin(box, dbname) as conn:
-        return conn.execute("SELECT count(*) FROM events WHERE kind = %s", (kind,)).fetchone()[0]
-
-
-def add_events(box, kind: str, n: int) -> None:
-    with admin(box, "app") as conn:
-        conn.execute(
-            "INSERT INTO events (slot, signature, kind) "
-            "SELECT g, md5(g::text), %s FROM generate_series(1, %s) g",
-            (kind, n),
-        )
-
-
-def replicas(kube) -> dict[str, int]:
-    return {name: kube.get("Deployment", name)["spec"]["replicas"] for name in WRITERS}
-
-
 def postmasters_in(folder: Path) -> list[int]:
     """Processes whose command line names the folder (a temporary cluster still running from it)."""
     return processes_mentioning(str(folder))
 
 
 def rows_then_moment_then_rows(box, first: str, later: str) -> str:
-    """6 rows of kind ``first``, the time (a little after their commit: recovery compares commit times),
-    4 rows of kind ``later``, and a WAL switch so the archive holds them. Returns the time."""
+    """6 rows of kind ``first``, the time, 4 rows of kind ``later``, and a WAL switch so the archive holds
+    them. Returns the time: the first whole second of the server's clock after the first rows' commit
+    (recovery compares commit times), so the later rows, committed after it was read, come after it."""
     add_events(box, first, 6)
-    time.sleep(1.1)
     with admin(box, "app") as conn:
-        moment = conn.execute(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
-        ).fetchone()[0]
-    time.sleep(1.1)
+        committed = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+
+        def next_second() -> str | None:
+            now = conn.execute(
+                "SELECT date_trunc('second', clock_timestamp()) > %s, "
+                "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+                (committed,),
+            ).fetchone()
+            return now[1] if now[0] else None
+
+        moment = wait_for(next_second, timeout=5, interval=0.05, what="the server's clock to pass a second")
     add_events(box, later, 4)
     with admin(box) as conn:
         conn.execute("SELECT pg_switch_wal()")

@@ -43,13 +43,13 @@ def test_the_guardian_stops_the_run_when_the_driver_is_killed(tmp_path):
     pidfile = tmp_path / "straggler.pid"
     driver = textwrap.dedent(
         f"""
-        import os, subprocess, time
+        import os, signal, subprocess
         from driver import reaper
         guardian = reaper.Guardian()
         env = {{**os.environ, **guardian.env()}}
         child = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
         open({str(pidfile)!r}, "w").write(str(child.pid))
-        time.sleep(60)
+        signal.pause()  # a driver in the middle of a run, until it is killed
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", driver], cwd=ROOT, start_new_session=True)
