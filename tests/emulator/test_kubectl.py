@@ -171,28 +171,34 @@ def test_drain_respects_pdb_and_uncordon(kubectl, app, tmp_path):
             if p["spec"].get("nodeName") == "node-1"
         ]
 
-    assert on_node1()
-    kubectl("drain", "node-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s", timeout=90)
-    assert get_json(kubectl, "node", "node-1")["spec"]["unschedulable"] is True
-    assert not on_node1()
-    wait_for(
-        lambda: get_json(kubectl, "deploy", "web")["status"].get("availableReplicas") == 3, what="recovery"
-    )
-    # every pod now sits on node-2; evicting two at once would violate the budget
-    pods = [p["metadata"]["name"] for p in get_json(kubectl, "pods", "-l", "app=web")["items"]]
-    proc = kubectl(
-        "drain",
-        "node-2",
-        "--ignore-daemonsets",
-        "--delete-emptydir-data",
-        "--timeout=3s",
-        check=False,
-        timeout=30,
-    )
-    assert proc.returncode != 0 and "disruption budget" in (proc.stdout + proc.stderr)
-    assert len(pods) == 3
-    kubectl("uncordon", "node-1")
-    kubectl("uncordon", "node-2")
+    try:
+        assert on_node1()
+        kubectl(
+            "drain", "node-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s", timeout=90
+        )
+        assert get_json(kubectl, "node", "node-1")["spec"]["unschedulable"] is True
+        assert not on_node1()
+        wait_for(
+            lambda: get_json(kubectl, "deploy", "web")["status"].get("availableReplicas") == 3,
+            what="recovery",
+        )
+        # every pod now sits on node-2; evicting two at once would violate the budget
+        pods = [p["metadata"]["name"] for p in get_json(kubectl, "pods", "-l", "app=web")["items"]]
+        proc = kubectl(
+            "drain",
+            "node-2",
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=3s",
+            check=False,
+            timeout=30,
+        )
+        assert proc.returncode != 0 and "disruption budget" in (proc.stdout + proc.stderr)
+        assert len(pods) == 3
+    finally:
+        # a failure here must not leave the nodes cordoned for the tests that follow
+        kubectl("uncordon", "node-1")
+        kubectl("uncordon", "node-2")
     assert not get_json(kubectl, "node", "node-1")["spec"].get("unschedulable")
 
 

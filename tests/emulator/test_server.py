@@ -12,6 +12,7 @@ import sys
 
 from driver import ROOT
 from driver.sandbox.kubeapi import KubeAPIServer, write_kubeconfig
+from driver.sandbox.kubeapi.store import APIError
 
 from .conftest import wait_for
 
@@ -358,3 +359,44 @@ def test_malformed_object_does_not_stop_controllers(server):
         lambda: call(server, "GET", f"{DEPLOY}/fine")[1].get("status", {}).get("availableReplicas") == 1,
         what="the healthy deployment to keep reconciling",
     )
+
+
+def test_budget_counts_the_pods_the_controller_wants(server):
+    """Back-to-back evictions, before the controller has replaced the first pod, must not both pass:
+    kubectl drain evicts a node's pods in parallel."""
+    server.load(
+        [
+            workload("Deployment", "budgeted", replicas=3)
+            | {"metadata": {"name": "budgeted", "namespace": "shop"}},
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "b", "namespace": "shop"},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "budgeted"}}},
+            },
+        ]
+    )
+    pods = wait_for(
+        lambda: (
+            (
+                ready := [
+                    p["metadata"]["name"]
+                    for p in call(server, "GET", f"{PODS}?labelSelector=app%3Dbudgeted")[1]["items"]
+                    if p["status"].get("containerStatuses", [{}])[0].get("ready")
+                ]
+            )
+            and len(ready) == 3
+            and ready
+        ),
+        what="three ready pods",
+    )
+    refused = []
+    with server.api.store.lock:  # the controllers wait: no replacement pod exists between the two
+        server.api.evict("shop", pods[0])
+        try:
+            server.api.evict("shop", pods[1])
+        except APIError as exc:
+            refused.append(exc.code)
+    assert refused == [429]
+    assert call(server, "GET", f"{PODS}/{pods[1]}")[0] == 200
+    call(server, "DELETE", "/apis/apps/v1/namespaces/shop/deployments/budgeted")

@@ -82,16 +82,50 @@ def pod_ready(pod):
     )
 
 
-def pdb_status(pdb, pods):
+def _controller_ref(meta):
+    return next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+
+
+def _expected_pods(store, ns, matched):
+    """How many pods the budget's pods' controllers want, as Kubernetes' disruption controller counts them.
+
+    Counting the pods that exist instead would let parallel evictions through: between an eviction and
+    the controller's replacement, one pod fewer is expected, and one more disruption looks allowed.
+    """
+    scales, uncontrolled = {}, 0
+    for pod in matched:
+        ref = _controller_ref(pod["metadata"]) or {}
+        key = _OWNER_KEYS.get(ref.get("kind"))
+        owner = key and store.get(key, ns, ref.get("name"))
+        if owner and key == "apps/replicasets":
+            up = _controller_ref(owner["metadata"]) or {}
+            if up.get("kind") == "Deployment":
+                owner = store.get("apps/deployments", ns, up.get("name")) or owner
+        if not owner:
+            uncontrolled += 1
+            continue
+        scales[owner["metadata"]["uid"]] = int((owner.get("spec") or {}).get("replicas", 1))
+    return sum(scales.values()) + uncontrolled
+
+
+_OWNER_KEYS = {"ReplicaSet": "apps/replicasets", "StatefulSet": "apps/statefulsets"}
+
+
+def pdb_status(pdb, pods, store):
     """(expected, healthy, desired, allowed) for a PodDisruptionBudget over the namespace's pods."""
     reqs = selector_from_spec(pdb.get("spec", {}).get("selector"))
     matched = [p for p in pods if reqs and labels_match(reqs, p["metadata"].get("labels"))]
-    expected, healthy = len(matched), sum(1 for p in matched if pod_ready(p))
+    healthy = sum(1 for p in matched if pod_ready(p))
     spec = pdb.get("spec", {})
+    min_available = spec.get("minAvailable", 1)
+    if spec.get("maxUnavailable") is None and not str(min_available).endswith("%"):
+        # an integer minAvailable is checked against the pods alone, as in Kubernetes
+        return len(matched), healthy, int(min_available), max(0, healthy - int(min_available))
+    expected = _expected_pods(store, pdb["metadata"]["namespace"], matched)
     if spec.get("maxUnavailable") is not None:
         desired = max(0, expected - int_or_percent(spec["maxUnavailable"], expected, True))
     else:
-        desired = int_or_percent(spec.get("minAvailable", 1), expected, True)
+        desired = int_or_percent(min_available, expected, True)
     return expected, healthy, desired, max(0, healthy - desired)
 
 
@@ -372,7 +406,7 @@ class API:
                 reqs = selector_from_spec(pdb.get("spec", {}).get("selector"))
                 if not reqs or not labels_match(reqs, pod["metadata"].get("labels")):
                     continue
-                _, healthy, desired, allowed = pdb_status(pdb, all_pods)
+                _, healthy, desired, allowed = pdb_status(pdb, all_pods, self.store)
                 # an unready pod does not count as healthy: evicting it only needs the budget to be met
                 if not (allowed > 0 if pod_ready(pod) else healthy >= desired):
                     raise APIError(

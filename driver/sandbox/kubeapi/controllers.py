@@ -877,7 +877,7 @@ class Controllers:
     def pdb(self, pdb):
         res = discovery.BY_PATH[("policy", "v1", "poddisruptionbudgets")]
         expected, healthy, desired, allowed = pdb_status(
-            pdb, self.store.list("/pods", pdb["metadata"]["namespace"])
+            pdb, self.store.list("/pods", pdb["metadata"]["namespace"]), self.store
         )
         conds = copy.deepcopy((pdb.get("status") or {}).get("conditions") or [])
         reason = "SufficientPods" if allowed else "InsufficientPods"
