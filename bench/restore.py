@@ -12,7 +12,7 @@ On the sandbox's database, grown to each size in turn (several tables with index
 Last line, at the largest size: ratio_vs_pg_restore=<(c)/(a)> seed_vs_ours=<(b)/(c)>
 downtime_fraction=<writers' downtime/(c)>. Targets: ratio <= 1.25, downtime fraction <= 0.10.
 
-    .venv/bin/python bench/restore.py [--sizes-mb 250,1100]
+    .venv/bin/python bench/restore.py [--sizes-mb 1100,2500]
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def measure(box, status, size_mb: int, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes-mb", default="250,1100", help="database sizes, in MB, smallest first")
+    parser.add_argument("--sizes-mb", default="1100,2500", help="database sizes, in MB, smallest first")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes_mb.split(","))
     started = time.perf_counter()
