@@ -48,6 +48,15 @@ def workload(kind, name, replicas=1, image="app:1", **spec):
     }
 
 
+def ready_pods(server, app):
+    """The pods labelled app=<app> in shop whose container is ready."""
+    return [
+        p
+        for p in call(server, "GET", f"{PODS}?labelSelector=app%3D{app}")[1]["items"]
+        if p["status"].get("containerStatuses", [{}])[0].get("ready")
+    ]
+
+
 def watch_lines(server, path, limit, timeout=10):
     """First `limit` events of a watch stream (the socket is closed afterwards)."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
@@ -253,14 +262,7 @@ def test_eviction_and_pod_lifecycle(server):
             },
         ]
     )
-    pods = wait_for(
-        lambda: [
-            p
-            for p in call(server, "GET", f"{PODS}?labelSelector=app%3Dguarded")[1]["items"]
-            if p["status"].get("containerStatuses", [{}])[0].get("ready")
-        ],
-        what="ready pods",
-    )
+    pods = wait_for(lambda: ready_pods(server, "guarded"), what="ready pods")
     pod = pods[0]
     assert pod["spec"]["nodeName"] in ("node-1", "node-2") and pod["status"]["phase"] == "Running"
     assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
@@ -376,20 +378,8 @@ def test_budget_counts_the_pods_the_controller_wants(server):
             },
         ]
     )
-    pods = wait_for(
-        lambda: (
-            (
-                ready := [
-                    p["metadata"]["name"]
-                    for p in call(server, "GET", f"{PODS}?labelSelector=app%3Dbudgeted")[1]["items"]
-                    if p["status"].get("containerStatuses", [{}])[0].get("ready")
-                ]
-            )
-            and len(ready) == 3
-            and ready
-        ),
-        what="three ready pods",
-    )
+    wait_for(lambda: len(ready_pods(server, "budgeted")) == 3, what="three ready pods")
+    pods = [p["metadata"]["name"] for p in ready_pods(server, "budgeted")]
     refused = []
     with server.api.store.lock:  # the controllers wait: no replacement pod exists between the two
         server.api.evict("shop", pods[0])

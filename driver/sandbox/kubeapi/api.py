@@ -86,6 +86,9 @@ def _controller_ref(meta):
     return next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
 
 
+_OWNER_KEYS = {"ReplicaSet": "apps/replicasets", "StatefulSet": "apps/statefulsets"}
+
+
 def _expected_pods(store, ns, matched):
     """How many pods the budget's pods' controllers want, as Kubernetes' disruption controller counts them.
 
@@ -106,9 +109,6 @@ def _expected_pods(store, ns, matched):
             continue
         scales[owner["metadata"]["uid"]] = int((owner.get("spec") or {}).get("replicas", 1))
     return sum(scales.values()) + uncontrolled
-
-
-_OWNER_KEYS = {"ReplicaSet": "apps/replicasets", "StatefulSet": "apps/statefulsets"}
 
 
 def pdb_status(pdb, pods, store):
