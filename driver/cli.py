@@ -18,8 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from driver import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, settings, validate
-from driver.incident import Incident, iso, new_id, utcnow
+from driver import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    runenv,
+    settings,
+    validate,
+)
+from driver.incident import Incident, iso, make_private, new_id, scrub_recorded_environments, utcnow
 from driver.registry import PROCEDURES, Procedure
 from driver.results import Result, Step
 from driver.validate import InputError
@@ -139,6 +148,7 @@ class Run:
         incident_id = validate.incident_id(values["incident"]) if values["incident"] else new_id(base)
         validate.free_text(values["reason"], "--reason")
         validate.positive(values["timeout"], "--timeout", maximum=86400)
+        validate.env_names(runenv.parse_names(values["pass_env"]), "--pass-env")
         self.platform = inventory.load(values["inventory"])
         given = [
             a.flag for a in self.procedure.arguments if getattr(self.args, a.var) not in (None, False, [])
@@ -209,6 +219,7 @@ class Run:
         except LockUnreachable as exc:
             result.errors.append({"kind": "unreachable", "message": str(exc)})
             return self.finish(incident, None, result, EXIT_UNREACHABLE, started)
+        self._scrub_earlier_runs(incident, result)
         ident = incident.next_run(self.procedure.name)
         incident.append_timeline(
             {
@@ -250,12 +261,14 @@ class Run:
                 verbose=values["verbose"],
                 on_step=self.print_step,
                 cancel=self.cancel,
+                pass_env=runenv.parse_names(values["pass_env"]),
             )
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if keeper:
                 keeper.stop()
+        make_private(incident.run_dir(ident))
         result.steps = outcome.steps
         result.changed = any(step.changed for step in outcome.steps)
         result.prior_state = outcome.stats.get("prior_state", {})
@@ -264,9 +277,39 @@ class Run:
             "ident": ident,
             "artifacts": str(incident.run_dir(ident)),
             "runner_status": outcome.status,
+            # The operator's variables the run was given, by name only (driver/runenv.py).
+            "environment": outcome.environment,
         }
         code = self.classify(outcome, result)
         return self.finish(incident, ident, result, code, started)
+
+    def _scrub_earlier_runs(self, incident: Incident, result: Result) -> None:
+        """Runs recorded by earlier versions of the driver hold the operator's environment in clear:
+        remove the values (once), and say which files were rewritten."""
+        rewritten = scrub_recorded_environments(incident.folder.parent)
+        if not rewritten:
+            return
+        warning = (
+            f"removed the environment values that earlier runs had recorded (they may have held "
+            f"credentials; rotate any that were exported) from {len(rewritten)} file(s): "
+            + ", ".join(str(p) for p in rewritten[:20])
+            + (" ..." if len(rewritten) > 20 else "")
+        )
+        result.warnings.append(warning)
+        print(f"warning: {warning}", file=sys.stderr)
+        # Each incident whose evidence was rewritten says so on its own timeline.
+        base = incident.folder.parent
+        for name in sorted({p.relative_to(base).parts[0] for p in rewritten}):
+            Incident(base, name).append_timeline(
+                {
+                    "at": iso(utcnow()),
+                    "event": "scrubbed",
+                    "by_run_of": incident.id,
+                    "files": [
+                        str(p.relative_to(base / name)) for p in rewritten if p.is_relative_to(base / name)
+                    ],
+                }
+            )
 
     def classify(self, outcome, result: Result) -> int:
         if outcome.status == "successful":

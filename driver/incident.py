@@ -6,7 +6,8 @@
         runs/003-restart/         ansible-runner's private data dir (events, stdout)
 
 Everything is created with mode 0600/0700: results can name hosts and services, and the folder is
-the incident's evidence.
+the incident's evidence. It never holds a credential: see ``driver/runenv.py`` for the run's
+environment, and ``scrub_recorded_environments`` for folders written before that was so.
 """
 
 from __future__ import annotations
@@ -72,6 +73,45 @@ class Incident:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+RECORDED_ENV_SCRUBBED = "env_scrubbed"
+
+
+def scrub_recorded_environments(base: Path) -> list[Path]:
+    """Removes the environment values that earlier versions of the driver let ansible-runner record in
+    ``runs/*/artifacts/*/command`` (the operator's whole environment, credentials included), under every
+    incident folder of ``base``. The variable names, the command line and the working directory are
+    kept. Returns the files it rewrote; a file already clean is not touched."""
+    from driver.runenv import CHANNEL
+
+    rewritten = []
+    for path in sorted(base.glob("*/runs/*/artifacts/*/command")):
+        try:
+            raw = path.read_bytes()
+            if CHANNEL.encode() in raw or RECORDED_ENV_SCRUBBED.encode() in raw:
+                continue  # written by this version, or scrubbed already
+            recorded = json.loads(raw)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(recorded, dict) or not recorded.get("env"):
+            continue
+        recorded["env"] = dict.fromkeys(recorded["env"])  # names only
+        recorded[RECORDED_ENV_SCRUBBED] = iso(utcnow())
+        fresh = path.with_name(path.name + ".scrubbed")
+        _write_private(fresh, json.dumps(recorded), append=False)
+        os.replace(fresh, path)  # the old text is never half-overwritten
+        rewritten.append(path)
+    return rewritten
+
+
+def make_private(folder: Path) -> None:
+    """ansible-runner creates some of its artifacts 0644/0755; the incident's folder keeps 0600/0700."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o600)
 
 
 def _write_private(path: Path, text: str, append: bool) -> None:

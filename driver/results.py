@@ -37,6 +37,7 @@ class Result:
     outputs: dict[str, Any] = field(default_factory=dict)
     prior_state: dict[str, Any] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from driver import ROOT
+from driver import ROOT, runenv
 from driver.reaper import Guardian
 from driver.results import Step
 
@@ -42,6 +42,7 @@ class RunOutcome:
     stats: dict[str, Any] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)  # failed tasks with their result
     stopped: list[int] = field(default_factory=list)  # processes still running after the playbook ended
+    environment: list[str] = field(default_factory=list)  # names of the operator's variables passed on
 
 
 def _message(res: dict[str, Any]) -> str:
@@ -61,8 +62,9 @@ def run_playbook(
     verbose: bool,
     on_step: Callable[[Step], None],
     cancel: threading.Event,
+    pass_env: tuple[str, ...] = (),
 ) -> RunOutcome:
-    import ansible_runner
+    import ansible_runner.interface
 
     outcome = RunOutcome(status="failed", rc=1)
 
@@ -94,25 +96,17 @@ def run_playbook(
         return True  # keep the event in the artifacts too
 
     venv_bin = str(Path(sys.executable).parent)
-    envvars = {
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        # Modules run with the controller's Python; ansible-runner also needs the venv's tools on PATH.
-        "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
     cmdline = ["--check"] if check else []
     # Every process of the run carries the guardian's marker; none outlives the run or the driver.
     guardian = Guardian()
-    envvars.update(guardian.env())
     try:
-        runner = ansible_runner.run(
+        runner = ansible_runner.interface.init_runner(
             private_data_dir=str(private_data_dir),
             project_dir=str(ROOT),
             playbook=str(ROOT / "playbooks" / playbook),
             inventory=str(Path(inventory).resolve()),
             extravars=extravars,
             ident=ident,
-            envvars=envvars,
             cmdline=" ".join(cmdline) or None,
             quiet=True,
             suppress_env_files=True,
@@ -120,6 +114,21 @@ def run_playbook(
             cancel_callback=cancel.is_set,
             settings={"suppress_ansible_output": True},
         )
+        ours = {
+            # Modules run with the controller's Python; ansible-runner also needs the venv's tools on PATH.
+            # driver/bin first: its ansible-playbook hands the run its private variables (runenv.py).
+            "PATH": os.pathsep.join((str(runenv.WRAPPER_DIR), venv_bin, os.environ.get("PATH", ""))),
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_FORCE_COLOR": "0",
+            runenv.PYTHON: sys.executable,
+            **guardian.env(),
+        }
+        env, private = runenv.for_run(runner.config.env, os.environ, ours, pass_env)
+        outcome.environment = sorted(set(private) | (set(env) & set(os.environ)))
+        with runenv.channel(private) as channel:
+            # ansible-runner writes this environment to artifacts/<ident>/command: no credential in it.
+            runner.config.env = {**env, runenv.CHANNEL: str(channel.path)}
+            runner.run()
     finally:
         outcome.stopped = guardian.finished()
     outcome.status = runner.status

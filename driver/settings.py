@@ -74,6 +74,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("json", "--json", "print the result as JSON instead of progress lines", False, kind="bool"),
     Setting("verbose", "--verbose", "show each task's full result", False, kind="bool"),
     Setting(
+        "pass_env",
+        "--pass-env",
+        "more of your environment variables the playbooks need (names or NAME* patterns, comma-separated); "
+        "passed to the run without being recorded",
+        "",
+        "EMERGENCY_PASS_ENV",
+        metavar="NAMES",
+    ),
+    Setting(
         "incidents_dir",
         "--incidents-dir",
         "where incident folders are written",

@@ -62,3 +62,16 @@ def positive(value: int, what: str, maximum: int | None = None) -> int:
         bound = f" and at most {maximum}" if maximum else ""
         raise InputError(f"{what} must be a whole number above 0{bound}, got {value}")
     return value
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")
+
+
+def env_names(names: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Environment variable names, each optionally ending in ``*`` (a prefix)."""
+    for name in names:
+        if not ENV_NAME.match(name):
+            raise InputError(
+                f"{what}: {_shown(name)} is not a variable name (letters, digits, '_', a final '*')"
+            )
+    return names

@@ -90,7 +90,10 @@ def incidents(tmp_path):
 def driver(target, incidents):
     """Runs ``python -m driver`` as an operator would, in a subprocess, and parses its --json result."""
 
-    def run(*args: str, json_output: bool = True, timeout: float = 300) -> DriverRun:
+    def run(
+        *args: str, json_output: bool = True, timeout: float = 300, env: dict | None = None, unset=()
+    ) -> DriverRun:
+        """``env`` adds to the test's environment, ``unset`` names variables taken out of it."""
         argv = [sys.executable, "-m", "driver", *args, "--incidents-dir", str(incidents)]
         if json_output:
             argv.append("--json")
@@ -102,7 +105,7 @@ def driver(target, incidents):
             text=True,
             cwd=ROOT,
             timeout=timeout,
-            env={**os.environ, **target.env},
+            env={k: v for k, v in {**os.environ, **target.env, **(env or {})}.items() if k not in unset},
             stdin=subprocess.DEVNULL,
         )
         result = None

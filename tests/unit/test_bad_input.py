@@ -41,6 +41,10 @@ def run(tmp_path, *args):
         (["restart", "--all", "--service", "api"], "exactly one of --service or --all"),
         (["restart", "--all", "--incident", "../../etc"], "incident id"),
         (["restart", "--all", "--timeout", "0"], "--timeout must be"),
+        (
+            ["restart", "--all", "--pass-env", "VAULT_TOKEN,$(id)"],
+            "--pass-env: '$(id)' is not a variable name",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_runs_nothing(tmp_path, args, fragment):
