@@ -21,15 +21,15 @@ test: install lint
 	$(MAKE) drills
 
 lint: install
-	$(VENV)/bin/ruff check driver tests bench collections
-	$(VENV)/bin/ruff format --check driver tests bench collections
+	$(VENV)/bin/ruff check driver sandbox tests bench collections
+	$(VENV)/bin/ruff format --check driver sandbox tests bench collections
 	$(VENV)/bin/ansible-lint --profile production --offline
 
 drills: install
 	scripts/drills.sh
 
 bench: install
-	$(PY) bench/restart.py
+	$(PY) -m bench.restart
 
 sandbox-down:
 	$(PY) -m driver sandbox down

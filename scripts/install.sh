@@ -28,12 +28,17 @@ fi
 
 # Python virtualenv, rebuilt only when the pinned dependencies changed.
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ sandbox/pyproject.toml -nt "$stamp" ] \
+  || [ constraints.txt -nt "$stamp" ]; then
   echo "install: Python virtualenv in .venv"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   # The pip that ships with the venv is too old for this dependency set.
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade 'pip==26.3' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import driver, ansible_runner, kubernetes' 
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' -e ./sandbox 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import driver, sandbox, ansible_runner, kubernetes'
   touch "$stamp"
 fi
+# The collection's module_utils are shared by the modules, the driver, the sandbox, tests, bench and
+# molecule's helper scripts: one .pth file puts collections/ on the virtualenv's path for all of them.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n' "$PWD/collections" >"$site/emergency-collections.pth"

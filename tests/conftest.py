@@ -19,10 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from driver import ROOT
-
-sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
+from driver import ROOT
 
 
 @dataclass
@@ -49,7 +47,7 @@ def target():
             None,
         )
         return
-    from driver.sandbox.platform import Sandbox
+    from sandbox.platform import Sandbox
 
     # PostgreSQL runs as its own user, so the folder must be reachable by it (pytest's tmp is 0700).
     folder = Path(tempfile.mkdtemp(prefix="emergency-sandbox-", dir="/tmp"))

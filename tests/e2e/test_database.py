@@ -36,7 +36,7 @@ def suffix(incident: str) -> str:
 def db(target):
     if target.status is None:
         pytest.fail("the database tests need the sandbox (its admin login and bucket)")
-    from driver.sandbox.platform import Sandbox
+    from sandbox.platform import Sandbox
 
     box = Sandbox(Path(target.status["dir"]))
     return box

@@ -25,7 +25,7 @@ from tests.e2e.test_database import WRITERS, add_events, admin, database_names, 
 def box(target):
     if target.status is None:
         pytest.fail("the point-in-time recovery tests need the sandbox (its pgBackRest repository)")
-    from driver.sandbox.platform import Sandbox
+    from sandbox.platform import Sandbox
 
     return Sandbox(Path(target.status["dir"]))
 

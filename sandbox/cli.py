@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from driver.sandbox.platform import Sandbox
+from sandbox.platform import Sandbox
 
 
 def run(action: str, folder: str | None, as_json: bool) -> int:

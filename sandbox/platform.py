@@ -1,7 +1,7 @@
 """The sandbox: a small copy of a platform on 127.0.0.1, in a state folder.
 
 Real programs where they can run here — PostgreSQL and Redis from Debian's packages — and emulators
-only where they cannot: the AWS S3 API (moto server) and the Kubernetes API (driver.sandbox.kubeapi).
+only where they cannot: the AWS S3 API (moto server) and the Kubernetes API (sandbox.kubeapi).
 Ports are picked free on the first ``up`` and kept, so the kubeconfig and the inventory stay valid.
 
     .sandbox/
@@ -33,8 +33,7 @@ from typing import Any
 
 import yaml
 
-from driver import ROOT
-from driver.sandbox import processes
+from sandbox import ROOT, processes
 
 HERE = Path(__file__).resolve().parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -458,7 +457,6 @@ class Sandbox:
     def _seed_backup(self) -> None:
         """A first backup in the bucket (moto keeps objects in memory, so after every start of it),
         made by the same code as `python -m driver backup`."""
-        sys.path.insert(0, str(ROOT / "collections"))
         from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
 
         store = dbrecovery.Store(**self.backup_store())
@@ -476,7 +474,7 @@ class Sandbox:
             conn.close()
 
     def _start_kubeapi(self) -> None:
-        from driver.sandbox.kubeapi import write_kubeconfig
+        from sandbox.kubeapi import write_kubeconfig
 
         port = self.port("kubeapi")
         ready = self.dir / "kubeapi.ready"
@@ -486,7 +484,7 @@ class Sandbox:
             [
                 sys.executable,
                 "-m",
-                "driver.sandbox.kubeapi",
+                "sandbox.kubeapi",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -501,7 +499,6 @@ class Sandbox:
                 str(ready),
             ],
             self.dir / "logs" / "kubeapi.log",
-            env={"PYTHONPATH": str(ROOT)},
         )
         deadline = time.monotonic() + 30
         while not ready.exists():
@@ -549,7 +546,6 @@ class Sandbox:
 
     def _wait_platform_ready(self, timeout: float = 60) -> None:
         """Every seeded Deployment and StatefulSet has all its replicas ready."""
-        sys.path.insert(0, str(ROOT / "collections"))
         from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
 
         kube = Kube(str(self.dir / "kubeconfig"), None, NAMESPACE)
