@@ -5,14 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages, keyed by the program that proves they are installed.
+# Debian packages, keyed by the program that proves they are installed. PostgreSQL's server
+# programs live in /usr/lib/postgresql/<major>/bin, the major being the distribution's (15 on Debian
+# 12, 17 on Debian 13, 16 on Ubuntu 24.04): the `postgresql` metapackage installs that one, and any
+# major's pg_ctl counts.
 declare -A need=(
-  [/usr/lib/postgresql/15/bin/pg_ctl]=postgresql
   [/usr/bin/redis-server]=redis-server
   [/usr/bin/kubectl]=kubernetes-client
   [/usr/bin/pgbackrest]=pgbackrest
 )
 missing=()
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 for prog in "${!need[@]}"; do
   [ -x "$prog" ] || missing+=("${need[$prog]}")
 done

@@ -49,8 +49,7 @@ def target():
         return
     from sandbox.platform import Sandbox
 
-    # PostgreSQL runs as its own user, so the folder must be reachable by it (pytest's tmp is 0700).
-    folder = Path(tempfile.mkdtemp(prefix="emergency-sandbox-", dir="/tmp"))
+    folder = Path(tempfile.mkdtemp(prefix="emergency-sandbox-"))
     env = {"EMERGENCY_SANDBOX_DIR": str(folder), "EMERGENCY_SANDBOX_READY_DELAY": "0.5"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
