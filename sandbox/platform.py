@@ -132,9 +132,12 @@ class Sandbox:
         since anyone can create names in /var/tmp. Root makes it traversable for ``postgres``."""
         with contextlib.suppress(FileExistsError):
             self.pg_home.mkdir(mode=0o755 if os.geteuid() == 0 else 0o700)
-        info = self.pg_home.lstat()
-        if not self.pg_home.is_dir() or self.pg_home.is_symlink() or info.st_uid != os.geteuid():
+        if not self._pg_home_is_ours():
             raise PartFailed("postgres", f"{self.pg_home} exists and is not this user's folder", self.pg_home)
+
+    def _pg_home_is_ours(self) -> bool:
+        home = self.pg_home
+        return not home.is_symlink() and home.is_dir() and home.stat().st_uid == os.geteuid()
 
     def running(self, name: str) -> bool:
         if name == "postgres":
@@ -158,7 +161,7 @@ class Sandbox:
         """Starts every part that is not running. A part that fails does not stop the others; all
         failures are raised together at the end (SandboxFailed), one per part."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        if "created_at" not in self.state and self.pg_home.exists():
+        if "created_at" not in self.state and self._pg_home_is_ours():
             # A PostgreSQL home left by an earlier state folder at this path whose state is gone: its
             # passwords are lost with it, so it starts again from scratch.
             self._discard_pg_home()
