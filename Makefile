@@ -34,5 +34,7 @@ bench: install
 sandbox-down:
 	$(PY) -m driver sandbox down
 
-clean: sandbox-down
+# Stops the sandbox and removes its state and its PostgreSQL home (in /var/tmp, see docs/sandbox.md).
+clean:
+	$(PY) -c 'from sandbox.platform import Sandbox; Sandbox().destroy()'
 	rm -rf .sandbox incidents
