@@ -268,6 +268,7 @@ def recover(run):
                 jobs,
                 p["owner"],
                 result["timings"],
+                p["client_bin"],
             )
         finally:
             result["temporary_cluster_removed"] = cluster.remove()
