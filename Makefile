@@ -21,18 +21,20 @@ test: install lint
 	$(MAKE) drills
 
 lint: install
-	$(VENV)/bin/ruff check driver tests bench collections
-	$(VENV)/bin/ruff format --check driver tests bench collections
+	$(VENV)/bin/ruff check driver sandbox tests bench collections
+	$(VENV)/bin/ruff format --check driver sandbox tests bench collections
 	$(VENV)/bin/ansible-lint --profile production --offline
 
 drills: install
 	scripts/drills.sh
 
 bench: install
-	$(PY) bench/restart.py
+	$(PY) -m bench.restart
 
 sandbox-down:
 	$(PY) -m driver sandbox down
 
-clean: sandbox-down
+# Stops the sandbox and removes its state and its PostgreSQL home (in /var/tmp, see docs/sandbox.md).
+clean:
+	$(PY) -c 'from sandbox.platform import Sandbox; Sandbox().destroy()'
 	rm -rf .sandbox incidents

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from driver import ROOT
-from driver.sandbox.platform import Sandbox
+from sandbox.platform import Sandbox
 
 
 @contextlib.contextmanager

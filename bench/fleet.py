@@ -7,7 +7,7 @@ and against all ten (50 services), alternating, several times; the medians are c
 near 1 means the fleet costs what one namespace costs. Last line:
 fleet_50_vs_5=<time(50) / time(5) for restart --all> (target <= 2).
 
-    .venv/bin/python bench/fleet.py [--repetitions N]
+    .venv/bin/python -m bench.fleet [--repetitions N]
 """
 
 from __future__ import annotations
@@ -19,13 +19,8 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import median, sandbox, timed
-from driver import ROOT
-
-sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube, wait_until
+from bench.common import median, sandbox, timed
 
 NAMESPACES = [f"fleet-{n:02d}" for n in range(10)]
 SERVICES = ["ingest", "api", "worker", "scheduler", "notifier"]  # restart order within a namespace

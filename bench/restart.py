@@ -4,7 +4,7 @@ The baseline is runbook 000's shell loop: `kubectl rollout restart` then `kubect
 for each service in order. Both run against the same sandbox, alternating, several times; the
 medians are compared. Last line: restart_vs_kubectl=<driver median / script median> (target <= 2).
 
-    .venv/bin/python bench/restart.py [--repetitions N]
+    .venv/bin/python -m bench.restart [--repetitions N]
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 import uuid
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import median, sandbox, timed
 

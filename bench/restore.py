@@ -12,7 +12,7 @@ On the sandbox's database, grown to each size in turn (several tables with index
 Last line, at the largest size: ratio_vs_pg_restore=<(c)/(a)> seed_vs_ours=<(b)/(c)>
 downtime_fraction=<writers' downtime/(c)>. Targets: ratio <= 1.25, downtime fraction <= 0.10.
 
-    .venv/bin/python bench/restore.py [--sizes-mb 1100,2500]
+    .venv/bin/python -m bench.restore [--sizes-mb 1100,2500]
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ import threading
 import time
 import uuid
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "collections"))
 
 import psycopg
 

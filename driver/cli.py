@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return list_procedures()
         if args.command == "sandbox":
-            from driver.sandbox import cli as sandbox_cli
+            from sandbox import cli as sandbox_cli
 
             return sandbox_cli.run(args.action, args.dir, args.json)
         return Run(PROCEDURES[args.command], args).execute()

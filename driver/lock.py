@@ -10,10 +10,7 @@ killed frees itself quickly. The playbooks' ``lock`` role does the same for runs
 
 from __future__ import annotations
 
-import sys
 import threading
-
-from driver import ROOT
 
 LEASE_NAME = "driver-lock"
 LEASE_SECONDS = 60
@@ -21,9 +18,6 @@ RENEW_EVERY = 15
 
 
 def _kube_module():
-    collections = str(ROOT / "collections")
-    if collections not in sys.path:
-        sys.path.insert(0, collections)
     from ansible_collections.emergency.ops.plugins.module_utils import kube
 
     return kube

@@ -3,10 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
-dir=$(mktemp -d /tmp/emergency-drill-XXXXXX)
-chmod 755 "$dir"  # PostgreSQL runs as its own user and must reach the folder
+dir=$(mktemp -d -t emergency-drill-XXXXXX)
 export EMERGENCY_SANDBOX_DIR="$dir" EMERGENCY_SANDBOX_READY_DELAY=0.5 NO_COLOR=1 ANSIBLE_NOCOLOR=1
-trap 'python -m driver sandbox down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+# Stops the sandbox and removes its state and its PostgreSQL home (which lives outside "$dir").
+trap 'python -c "from sandbox.platform import Sandbox; Sandbox().destroy()" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 python -m driver sandbox up >/dev/null
 for scenario in molecule/*/; do
   name=$(basename "$scenario")

@@ -5,14 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages, keyed by the program that proves they are installed.
+# Debian packages, keyed by the program that proves they are installed. PostgreSQL's server
+# programs live in /usr/lib/postgresql/<major>/bin, the major being the distribution's (15 on Debian
+# 12, 17 on Debian 13, 16 on Ubuntu 24.04): the `postgresql` metapackage installs that one, and any
+# major's pg_ctl counts.
 declare -A need=(
-  [/usr/lib/postgresql/15/bin/pg_ctl]=postgresql
   [/usr/bin/redis-server]=redis-server
   [/usr/bin/kubectl]=kubernetes-client
   [/usr/bin/pgbackrest]=pgbackrest
 )
 missing=()
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 for prog in "${!need[@]}"; do
   [ -x "$prog" ] || missing+=("${need[$prog]}")
 done
@@ -28,12 +31,17 @@ fi
 
 # Python virtualenv, rebuilt only when the pinned dependencies changed.
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ sandbox/pyproject.toml -nt "$stamp" ] \
+  || [ constraints.txt -nt "$stamp" ]; then
   echo "install: Python virtualenv in .venv"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   # The pip that ships with the venv is too old for this dependency set.
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade 'pip==26.3' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import driver, ansible_runner, kubernetes' 
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' -e ./sandbox 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import driver, sandbox, ansible_runner, kubernetes'
   touch "$stamp"
 fi
+# The collection's module_utils are shared by the modules, the driver, the sandbox, tests, bench and
+# molecule's helper scripts: one .pth file puts collections/ on the virtualenv's path for all of them.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+printf '%s\n' "$PWD/collections" >"$site/emergency-collections.pth"

@@ -19,10 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from driver import ROOT
-
-sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
+from driver import ROOT
 
 
 @dataclass
@@ -49,10 +47,9 @@ def target():
             None,
         )
         return
-    from driver.sandbox.platform import Sandbox
+    from sandbox.platform import Sandbox
 
-    # PostgreSQL runs as its own user, so the folder must be reachable by it (pytest's tmp is 0700).
-    folder = Path(tempfile.mkdtemp(prefix="emergency-sandbox-", dir="/tmp"))
+    folder = Path(tempfile.mkdtemp(prefix="emergency-sandbox-"))
     env = {"EMERGENCY_SANDBOX_DIR": str(folder), "EMERGENCY_SANDBOX_READY_DELAY": "0.5"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

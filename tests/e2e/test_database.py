@@ -36,7 +36,7 @@ def suffix(incident: str) -> str:
 def db(target):
     if target.status is None:
         pytest.fail("the database tests need the sandbox (its admin login and bucket)")
-    from driver.sandbox.platform import Sandbox
+    from sandbox.platform import Sandbox
 
     box = Sandbox(Path(target.status["dir"]))
     return box
@@ -353,10 +353,10 @@ def test_postgres_stopped_mid_restore_leaves_live_untouched_and_the_rerun_conver
     driver, target, db, kube, clean, tmp_path
 ):
     live, before = counts(db), replicas(kube)
-    data = Path(target.status["dir"]) / "postgres" / "data"
-    stop = f"runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D {data} -m fast -w stop >/dev/null"
-    if os.geteuid() != 0:
-        stop = f"/usr/lib/postgresql/15/bin/pg_ctl -D {data} -m fast -w stop >/dev/null"
+    data, pg_bin = target.status["postgres"]["data_dir"], target.status["postgres"]["bin"]
+    stop = f"'{pg_bin}/pg_ctl' -D '{data}' -m fast -w stop >/dev/null"
+    if os.geteuid() == 0:
+        stop = f"runuser -u postgres -- {stop}"
     incident = incident_id()
     env = fake_pg_restore(tmp_path, stop)
     os.environ.update(env)

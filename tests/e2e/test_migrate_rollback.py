@@ -57,7 +57,7 @@ def healed(target, dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM schema_migrations WHERE version > %s", (NEWEST,))
     subprocess.run(
-        [sys.executable, "-m", "driver.sandbox.app", "migrate", "up"],
+        [sys.executable, "-m", "sandbox.app", "migrate", "up"],
         env={**os.environ, "DATABASE_URL": dsn},
         cwd=ROOT,
         check=True,

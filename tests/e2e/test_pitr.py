@@ -25,7 +25,7 @@ from tests.e2e.test_database import WRITERS, add_events, admin, database_names, 
 def box(target):
     if target.status is None:
         pytest.fail("the point-in-time recovery tests need the sandbox (its pgBackRest repository)")
-    from driver.sandbox.platform import Sandbox
+    from sandbox.platform import Sandbox
 
     return Sandbox(Path(target.status["dir"]))
 
@@ -85,7 +85,7 @@ def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(drive
     incident = f"INC-PITR-{uuid.uuid4().hex[:8]}"
     suffix = dbrecovery.incident_suffix(incident)
     kept = f"app_pre_{suffix}"
-    folder = Path(box.dir) / f"emergency-pitr-{suffix}"
+    folder = box.pg_home / f"emergency-pitr-{suffix}"
     first, later = f"pitr-first-{suffix}", f"pitr-later-{suffix}"
     runs = []
     try:
@@ -141,7 +141,7 @@ def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(drive
             assert refused.result["changed"] is False
         assert "window" in refused.result["errors"][0]["message"]
         assert database_names(box) == names and replicas(kube) == WRITERS
-        assert not (Path(box.dir) / f"emergency-pitr-{suffix}_bad").exists()
+        assert not (box.pg_home / f"emergency-pitr-{suffix}_bad").exists()
 
         # No password in any output or file of these runs.
         secret = kube.get("Secret", "postgres-secret")["data"]["password"]
@@ -163,7 +163,7 @@ def test_driver_killed_mid_recovery_leaves_live_untouched_and_the_rerun_converge
 ):
     incident = f"INC-PITR-{uuid.uuid4().hex[:8]}"
     suffix = dbrecovery.incident_suffix(incident)
-    folder = Path(box.dir) / f"emergency-pitr-{suffix}"
+    folder = box.pg_home / f"emergency-pitr-{suffix}"
     first, later = f"pitr-first-{suffix}", f"pitr-later-{suffix}"
     # pg_restore into the side database starts while the temporary cluster runs; it waits there.
     started = tmp_path / "pg_restore.started"

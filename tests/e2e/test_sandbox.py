@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from driver import ROOT
-from driver.sandbox.platform import Sandbox
+from sandbox.platform import Sandbox
 from tests.conftest import wait_for
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from driver.sandbox.kubeapi import KubeAPIServer, write_kubeconfig
+from sandbox.kubeapi import KubeAPIServer, write_kubeconfig
 
 NODES = [
     {

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.stream import stream
 
-from driver.sandbox.kubeapi import KubeAPIServer
+from sandbox.kubeapi import KubeAPIServer
 
 from .conftest import NODES, wait_for
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from driver.sandbox.kubeapi.patch import PatchError, json_patch, merge_patch, strategic_merge
-from driver.sandbox.kubeapi.store import (
+from sandbox.kubeapi.patch import PatchError, json_patch, merge_patch, strategic_merge
+from sandbox.kubeapi.store import (
     APIError,
     fields_match,
     labels_match,

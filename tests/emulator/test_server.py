@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 from driver import ROOT
-from driver.sandbox.kubeapi import KubeAPIServer, write_kubeconfig
-from driver.sandbox.kubeapi.store import APIError
+from sandbox.kubeapi import KubeAPIServer, write_kubeconfig
+from sandbox.kubeapi.store import APIError
 
 from .conftest import wait_for
 
@@ -299,7 +299,7 @@ def test_kubeconfig_and_cli(tmp_path):
         [
             sys.executable,
             "-m",
-            "driver.sandbox.kubeapi",
+            "sandbox.kubeapi",
             "--port",
             "0",
             "--seed",

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
-from driver import ROOT
-
-sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError
 from ansible_collections.emergency.ops.plugins.module_utils.lease import release
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "collections"))
 from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import pod_serving
 

@@ -23,6 +23,10 @@ options:
       user: {description: Admin login (may create and rename databases)., type: str, required: true}
       password: {description: Password (passed to pg_restore in its environment)., type: str, default: ""}
       sslmode: {description: libpq sslmode., type: str, default: prefer}
+  client_bin:
+    description:
+      - Folder of the pg_restore to run, for the live server's version; by default the one on PATH.
+    type: path
   keep_as:
     description: New name of the current live database (kept, never dropped).
     type: str

@@ -429,6 +429,16 @@ def fail(module, exc, **extra):
 PG_DUMP = os.environ.get("EMERGENCY_PG_DUMP", "pg_dump")
 
 
+def client(program, client_bin=None):
+    """pg_dump or pg_restore: the EMERGENCY_PG_* override (a test's stand-in) first, then the one in
+    ``client_bin`` (the inventory's folder for the server's version), then the one on PATH (Debian's
+    wrapper runs the newest installed, which reads and writes older servers)."""
+    override = os.environ.get("EMERGENCY_%s" % program.upper())
+    if override:
+        return override
+    return os.path.join(client_bin, program) if client_bin else program
+
+
 def process_tree(root):
     """The pid of pg_dump and of its worker processes."""
     pids, parents = {root}, {}
@@ -505,7 +515,7 @@ def count_rows(conn, counts, problems):
         problems.append(exc)
 
 
-def dump(conn, snapshot, created, database, store, incident, jobs, compression, workdir):
+def dump(conn, snapshot, created, database, store, incident, jobs, compression, workdir, client_bin=None):
     """Dumps the database as of ``snapshot`` (exported by ``conn``, whose transaction stays open) to the
     store; returns ``(backup_id, manifest, peak_local_bytes)``."""
     backup_id = new_backup_id(created)
@@ -516,7 +526,7 @@ def dump(conn, snapshot, created, database, store, incident, jobs, compression, 
     folder = os.path.join(staging, "dump")
     try:
         argv = [
-            PG_DUMP,
+            client("pg_dump", client_bin),
             "--format=directory",
             "--jobs=%d" % jobs,
             "--compress=%d" % compression,
@@ -673,9 +683,6 @@ def compare(expected, actual):
     return problems
 
 
-PG_RESTORE = os.environ.get("EMERGENCY_PG_RESTORE", "pg_restore")
-
-
 class Mismatch(Failure):
     """The restored rows differ from the manifest's counts."""
 
@@ -697,7 +704,9 @@ def side_state(present, side, backup_id, live):
     return bool(marker.get("role") == "side" and marker.get("backup") == backup_id and marker.get("verified"))
 
 
-def restore_side(conn, database, present, side, backup, source, incident, jobs, owner=None, timings=None):
+def restore_side(
+    conn, database, present, side, backup, source, incident, jobs, owner=None, timings=None, client_bin=None
+):
     """Creates ``side`` (owner, encoding and collation of the live database), restores the verified
     directory-format dump in ``source/dump`` into it with ``pg_restore --jobs``, and counts every table
     on ``jobs`` connections against the manifest. A side database already verified for the same backup
@@ -728,7 +737,7 @@ def restore_side(conn, database, present, side, backup, source, incident, jobs, 
         # pg_restore is run directly: community.postgresql.postgresql_db restores on one core only
         # (its issue 594) and chooses pg_restore only for a .pgc file.
         argv = [
-            PG_RESTORE,
+            client("pg_restore", client_bin),
             "--format=directory",
             "--jobs=%d" % jobs,
             "--exit-on-error",

@@ -30,6 +30,7 @@ from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     iso,
     pg_env,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.pgbin import find_pg_bin
 
 PGBACKREST_ARGS = dict(
     type="dict",
@@ -37,7 +38,7 @@ PGBACKREST_ARGS = dict(
     options=dict(
         config=dict(type="path", required=True),
         stanza=dict(type="str", required=True),
-        pg_bin=dict(type="path", default="/usr/lib/postgresql/15/bin"),
+        pg_bin=dict(type="path"),  # found by pgbin.find_pg_bin when not given
         os_user=dict(type="str", default="postgres"),
         executable=dict(type="path", default="pgbackrest"),
     ),
@@ -167,9 +168,12 @@ class TemporaryCluster:
         self.run_dir = os.path.join(self.home, "run")
         self.log = os.path.join(self.home, "postgres.log")
         self.port = None
+        self.pg_bin = settings.get("pg_bin") or find_pg_bin()
 
     def pg(self, program):
-        return os.path.join(self.settings["pg_bin"], program)
+        if not self.pg_bin:
+            raise Failure("no PostgreSQL server programs (pg_ctl) found here; set pgbackrest.pg_bin")
+        return os.path.join(self.pg_bin, program)
 
     def remove(self):
         """Stops the cluster if it runs (immediately: it holds nothing we keep) and removes its folder."""

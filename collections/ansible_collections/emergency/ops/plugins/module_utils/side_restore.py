@@ -32,6 +32,7 @@ SIDE_RESTORE_ARGS = dict(
     owner=dict(type="str"),
     workdir=dict(type="path", required=True),
     jobs=dict(type="int", default=0),
+    client_bin=dict(type="path"),
     smoke_queries=dict(
         type="list",
         elements="dict",

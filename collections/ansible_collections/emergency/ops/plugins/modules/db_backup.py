@@ -54,6 +54,9 @@ options:
     description: Folder for the files being dumped (created 0700 under it, removed afterwards).
     type: path
     default: /tmp
+  client_bin:
+    description: Folder of the pg_dump to run, for the server's version; by default the one on PATH.
+    type: path
 extends_documentation_fragment:
   - emergency.ops.backup_store
 """
@@ -109,6 +112,7 @@ def main():
             jobs=dict(type="int", default=0),
             compression=dict(type="int", default=1),
             workdir=dict(type="path", default="/tmp"),
+            client_bin=dict(type="path"),
         ),
         supports_check_mode=True,
     )
@@ -147,7 +151,16 @@ def main():
                 },
             )
         backup_id, manifest, peak = dump(
-            conn, snapshot, created, database, store, incident, jobs, params["compression"], params["workdir"]
+            conn,
+            snapshot,
+            created,
+            database,
+            store,
+            incident,
+            jobs,
+            params["compression"],
+            params["workdir"],
+            params["client_bin"],
         )
     except Failure as exc:
         fail(module, exc)

@@ -222,7 +222,17 @@ def restore(run):
             run.stage = "restore"
             result["changed"] = True
             _changed, result["row_counts"] = restore_side(
-                conn, database, present, side, backup, p["workdir"], incident, jobs, p["owner"], timings
+                conn,
+                database,
+                present,
+                side,
+                backup,
+                p["workdir"],
+                incident,
+                jobs,
+                p["owner"],
+                timings,
+                p["client_bin"],
             )
         finally:
             shutil.rmtree(p["workdir"], ignore_errors=True)

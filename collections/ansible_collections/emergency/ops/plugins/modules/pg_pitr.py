@@ -42,9 +42,12 @@ options:
       config: {description: pgBackRest configuration file (passed with --config)., type: path, required: true}
       stanza: {description: Stanza of the live cluster., type: str, required: true}
       pg_bin:
-        description: Folder of pg_ctl for the temporary cluster.
+        description:
+          - Folder of pg_ctl for the temporary cluster; of the live cluster's major version (pgBackRest
+            restores its files).
+          - When not given, the newest C(/usr/lib/postgresql/<major>/bin), else C(pg_config --bindir),
+            else the folder of C(pg_ctl) on PATH.
         type: path
-        default: /usr/lib/postgresql/15/bin
       os_user:
         description: User pgBackRest and the temporary cluster run as when the module runs as root.
         type: str
@@ -265,6 +268,7 @@ def recover(run):
                 jobs,
                 p["owner"],
                 result["timings"],
+                p["client_bin"],
             )
         finally:
             result["temporary_cluster_removed"] = cluster.remove()

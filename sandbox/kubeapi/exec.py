@@ -11,7 +11,7 @@ A sandbox pod has no process of its own, so the command runs on the host, under 
 * Only a command whose first word (its base name, so ``./matchbook`` counts as ``matchbook``) is on
   the server's allow-list runs; the allow-list maps that word to the host program that stands in for
   it. The default list has one entry, ``matchbook``, the sandbox application's command line
-  (``python -m driver.sandbox.app``). Anything else gets exit code 126 and a message on stderr.
+  (``python -m sandbox.app``). Anything else gets exit code 126 and a message on stderr.
 * The process gets the container's environment resolved from the pod spec — ``env`` values,
   ``valueFrom`` ``secretKeyRef``/``configMapKeyRef``/``fieldRef``, ``envFrom`` Secrets and ConfigMaps
   (with ``prefix``) — plus ``PATH``, ``HOME``, ``HOSTNAME`` (the pod's name) and ``PYTHONPATH`` (the
@@ -43,7 +43,7 @@ from .store import APIError
 log = logging.getLogger(__name__)
 
 PROJECT = Path(__file__).resolve().parents[3]
-DEFAULT_COMMANDS = {"matchbook": [sys.executable, "-m", "driver.sandbox.app"]}
+DEFAULT_COMMANDS = {"matchbook": [sys.executable, "-m", "sandbox.app"]}
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 STDOUT, STDERR, ERROR = 1, 2, 3

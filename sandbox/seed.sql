@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS trades (
     slot       bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
--- Migration 20240201120000 (driver/sandbox/app.py owns its up and down SQL; `migrate rollback` reverts it).
+-- Migration 20240201120000 (sandbox/app.py owns its up and down SQL; `migrate rollback` reverts it).
 ALTER TABLE trades ADD COLUMN IF NOT EXISTS fee numeric(20, 6) NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS trades_slot_idx ON trades (slot);
 CREATE TABLE IF NOT EXISTS indexer_state (

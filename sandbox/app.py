@@ -1,8 +1,8 @@
-"""The sandbox application's command line: ``python -m driver.sandbox.app migrate status|rollback|up``.
+"""The sandbox application's command line: ``python -m sandbox.app migrate status|rollback|up``.
 
 It stands in for the order-book application's own binary (runbook 000: ``./matchbook migrate
 rollback``), and the sandbox's Kubernetes API runs it for ``kubectl exec ... -- matchbook ...`` (see
-``driver/sandbox/kubeapi/exec.py``). It owns the versioned up and down SQL of the seeded schema and
+``sandbox/kubeapi/exec.py``). It owns the versioned up and down SQL of the seeded schema and
 connects with ``DATABASE_URL``, as the application's pods do.
 
 - ``migrate status`` lists every known migration and whether it is applied (newest first).

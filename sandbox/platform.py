@@ -1,7 +1,7 @@
 """The sandbox: a small copy of a platform on 127.0.0.1, in a state folder.
 
 Real programs where they can run here — PostgreSQL and Redis from Debian's packages — and emulators
-only where they cannot: the AWS S3 API (moto server) and the Kubernetes API (driver.sandbox.kubeapi).
+only where they cannot: the AWS S3 API (moto server) and the Kubernetes API (sandbox.kubeapi).
 Ports are picked free on the first ``up`` and kept, so the kubeconfig and the inventory stay valid.
 
     .sandbox/
@@ -9,8 +9,15 @@ Ports are picked free on the first ``up`` and kept, so the kubeconfig and the in
         endpoints.json   what the sandbox inventory reads (no secret values)
         kubeconfig       for kubectl and the procedures (0600)
         secrets/         generated credentials (0700/0600)
-        postgres/ redis/ logs/
+        redis/ logs/
+    /var/tmp/emergency-sandbox-<hash of the state folder's path>/   (the "PostgreSQL home")
+        postgres/        data/, run/ (its socket), postgres.log
         pgbackrest/      pgBackRest's config, its path repository (WAL archive, backups), logs
+
+PostgreSQL's files live outside the state folder because, run as root, the cluster runs as the
+``postgres`` user, which cannot reach a clone under /root or under any 0700 folder; /var/tmp is
+world-traversable, survives reboots, and gives the socket a short path whatever the clone's (a
+Unix socket path is limited to 107 bytes). Not root, the cluster runs as the invoking user there too.
 
 PostgreSQL archives its WAL continuously with pgBackRest into a path repository in the folder, and
 ``up`` takes a first full backup, so ``restore --to-time`` can recover to any moment since. A path and
@@ -21,6 +28,8 @@ seen to hang, which ``archive_command`` cannot afford (WAL piles up while it han
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -33,11 +42,10 @@ from typing import Any
 
 import yaml
 
-from driver import ROOT
-from driver.sandbox import processes
+from ansible_collections.emergency.ops.plugins.module_utils.pgbin import find_pg_bin
+from sandbox import ROOT, processes
 
 HERE = Path(__file__).resolve().parent
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 NAMESPACE = "matchbook"
 DATABASE = "app"
 DB_USER = "app"
@@ -50,14 +58,34 @@ PGBACKREST = "/usr/bin/pgbackrest"
 STANZA = DATABASE
 
 
+PG_HOMES = Path("/var/tmp")
+
+
 def default_dir() -> Path:
     return Path(os.environ.get("EMERGENCY_SANDBOX_DIR") or ROOT / ".sandbox").resolve()
+
+
+class PartFailed(Exception):
+    """One part of the sandbox could not start: which, why (one line), and where its log is."""
+
+    def __init__(self, part: str, reason: str, log: Path):
+        self.part, self.reason, self.log = part, " ".join(str(reason).split())[:300], log
+        super().__init__(f"{part}: {self.reason}")
+
+
+class SandboxFailed(Exception):
+    def __init__(self, failures: list[PartFailed]):
+        self.failures = failures
+        super().__init__("; ".join(str(f) for f in failures))
 
 
 class Sandbox:
     def __init__(self, folder: Path | None = None):
         self.dir = Path(folder).resolve() if folder else default_dir()
         self.state_file = self.dir / "state.json"
+        # One PostgreSQL home per state folder, found again from the folder's path.
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:12]
+        self.pg_home = PG_HOMES / f"emergency-sandbox-{digest}"
         self.state: dict[str, Any] = (
             json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
         )
@@ -75,9 +103,45 @@ class Sandbox:
     def pid(self, name: str) -> int | None:
         return self.state.get("pids", {}).get(name)
 
+    @property
+    def pg_bin(self) -> Path:
+        """The server programs of the cluster's major version once it exists, else the newest
+        installed; kept in the state so every later command uses the same ones."""
+        version_file = self.pg_home / "postgres" / "data" / "PG_VERSION"
+        version = version_file.read_text().strip() if version_file.exists() else None
+        found = self.state.get("pg_bin") if not version else find_pg_bin(version)
+        found = found or find_pg_bin()
+        if not found:
+            raise PartFailed(
+                "postgres",
+                "PostgreSQL's server programs (pg_ctl) not found; install Debian's postgresql package",
+                self.log("postgres"),
+            )
+        self.state["pg_bin"] = found
+        return Path(found)
+
+    def log(self, name: str) -> Path:
+        if name == "postgres":
+            return self.pg_home / "postgres" / "postgres.log"
+        if name == "backup":
+            return self.pg_home / "pgbackrest" / "log"
+        return self.dir / "logs" / f"{name}.log"
+
+    def _make_pg_home(self) -> None:
+        """Created by us and only reused if it is ours: a real folder (not a link) owned by this user,
+        since anyone can create names in /var/tmp. Root makes it traversable for ``postgres``."""
+        with contextlib.suppress(FileExistsError):
+            self.pg_home.mkdir(mode=0o755 if os.geteuid() == 0 else 0o700)
+        if not self._pg_home_is_ours():
+            raise PartFailed("postgres", f"{self.pg_home} exists and is not this user's folder", self.pg_home)
+
+    def _pg_home_is_ours(self) -> bool:
+        home = self.pg_home
+        return not home.is_symlink() and home.is_dir() and home.stat().st_uid == os.geteuid()
+
     def running(self, name: str) -> bool:
         if name == "postgres":
-            return (self.dir / "postgres" / "data" / "postmaster.pid").exists() and processes.port_open(
+            return (self.pg_home / "postgres" / "data" / "postmaster.pid").exists() and processes.port_open(
                 self.port("postgres")
             )
         return processes.alive(self.pid(name)) and processes.port_open(self.port(name))
@@ -94,27 +158,59 @@ class Sandbox:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def up(self) -> dict[str, Any]:
+        """Starts every part that is not running. A part that fails does not stop the others; all
+        failures are raised together at the end (SandboxFailed), one per part."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        # PostgreSQL runs as its own user when we are root and must reach its folder.
-        os.chmod(self.dir, 0o755)
+        if "created_at" not in self.state and self._pg_home_is_ours():
+            # A PostgreSQL home left by an earlier state folder at this path whose state is gone: its
+            # passwords are lost with it, so it starts again from scratch.
+            self._discard_pg_home()
         self.state.setdefault("ready_delay", float(os.environ.get("EMERGENCY_SANDBOX_READY_DELAY", "2.0")))
         self.state.setdefault("created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        failures = []
         for name in COMPONENTS:
             if not self.running(name):
-                getattr(self, f"_start_{name}")()
+                with self._part(name, failures):
+                    if not processes.bindable(self.port(name)):
+                        raise PartFailed(name, f"port 127.0.0.1:{self.port(name)} is in use", self.log(name))
+                    getattr(self, f"_start_{name}")()
             self.save()
         self.write_endpoints()
-        self._seed_backup()
-        self._seed_pitr_backup(fresh=False)
+        if not {"postgres", "s3"} & {f.part for f in failures}:
+            with self._part("backup", failures):
+                self._seed_backup()
+                self._seed_pitr_backup(fresh=False)
+        self.save()
+        if failures:
+            raise SandboxFailed(failures)
         return self.status()
+
+    @contextlib.contextmanager
+    def _part(self, name: str, failures: list[PartFailed]):
+        """Whatever stops one part (a program missing, a port taken, a server that exits) becomes
+        one PartFailed for it."""
+        try:
+            yield
+        except PartFailed as exc:
+            failures.append(exc)
+        except FileNotFoundError as exc:
+            failures.append(PartFailed(name, f"program not found: {exc.filename}", self.log(name)))
+        except Exception as exc:  # a part's failure of any kind is reported, not raised
+            failures.append(PartFailed(name, str(exc) or type(exc).__name__, self.log(name)))
+
+    def _discard_pg_home(self) -> None:
+        data = self.pg_home / "postgres" / "data"
+        if (data / "postmaster.pid").exists():
+            with contextlib.suppress(Exception):
+                self._pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.pg_home, ignore_errors=True)
 
     def down(self) -> None:
         if not self.state:
             return
-        if (self.dir / "postgres" / "data" / "postmaster.pid").exists():
-            self._pg(
-                "pg_ctl", "-D", str(self.dir / "postgres" / "data"), "-m", "fast", "-w", "stop", check=False
-            )
+        data = self.pg_home / "postgres" / "data"
+        if (data / "postmaster.pid").exists():
+            self._pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop", check=False)
         for name in ("redis", "s3", "kubeapi"):
             processes.stop(self.pid(name))
         self.state["pids"] = {}
@@ -137,6 +233,7 @@ class Sandbox:
     def destroy(self) -> None:
         self.down()
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.pg_home, ignore_errors=True)
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -155,6 +252,10 @@ class Sandbox:
                 "database": DATABASE,
                 "user": DB_USER,
                 "password_file": str(self.dir / "secrets" / "postgres-password"),
+                "data_dir": str(self.pg_home / "postgres" / "data"),
+                "bin": self.state.get("pg_bin"),
+                # Where recoveries put their temporary files and clusters: reachable by postgres.
+                "workdir": str(self.pg_home),
                 # The admin login the recovery procedures use (create, rename and drop databases).
                 "admin_user": ADMIN_USER,
                 "admin_password_file": str(self.dir / "secrets" / "postgres-admin-password"),
@@ -181,21 +282,28 @@ class Sandbox:
             "postgres": {k: v for k, v in status["postgres"].items() if k != "dsn"},
             "s3": {k: v for k, v in status["s3"].items() if k != "secret_key"},
             "redis": status["redis"],
-            "pgbackrest": {"config": str(self.pgbackrest_config()), "stanza": STANZA, "pg_bin": str(PG_BIN)},
+            "pgbackrest": {
+                "config": str(self.pgbackrest_config()),
+                "stanza": STANZA,
+                "pg_bin": status["postgres"]["bin"],
+            },
         }
         (self.dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
 
     # -- components ----------------------------------------------------------------------------
     def _pg(self, program: str, *args: str, check: bool = True, env: dict | None = None, **kw):
-        argv = [str(PG_BIN / program), *args]
+        argv = [str(self.pg_bin / program), *args]
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
             argv = ["runuser", "-u", "postgres", "--", *argv]
-        return subprocess.run(
-            argv, check=check, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw
-        )
+        proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+        if check and proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+            raise RuntimeError(f"{program} failed (exit {proc.returncode}): {lines[-1]}")
+        return proc
 
     def _start_postgres(self) -> None:
-        home = self.dir / "postgres"
+        self._make_pg_home()
+        home = self.pg_home / "postgres"
         data, run = home / "data", home / "run"
         fresh = not (data / "PG_VERSION").exists()
         if fresh:
@@ -241,12 +349,12 @@ class Sandbox:
 
     # -- pgBackRest --------------------------------------------------------------------------------
     def pgbackrest_config(self) -> Path:
-        return self.dir / "pgbackrest" / "pgbackrest.conf"
+        return self.pg_home / "pgbackrest" / "pgbackrest.conf"
 
     def _write_pgbackrest_config(self) -> None:
         """A path repository in the folder; everything is owned by the user PostgreSQL runs as, which
         is the one that runs archive-push (from archive_command), backups and restores."""
-        home = self.dir / "pgbackrest"
+        home = self.pg_home / "pgbackrest"
         for sub in ("repo", "log", "lock", "spool"):
             (home / sub).mkdir(parents=True, exist_ok=True, mode=0o750)
         settings = {
@@ -264,9 +372,9 @@ class Sandbox:
                 "repo1-bundle": "y",  # small files bundled: the first backup takes half the time
             },
             STANZA: {
-                "pg1-path": self.dir / "postgres" / "data",
+                "pg1-path": self.pg_home / "postgres" / "data",
                 "pg1-port": self.port("postgres"),
-                "pg1-socket-path": self.dir / "postgres" / "run",
+                "pg1-socket-path": self.pg_home / "postgres" / "run",
             },
         }
         text = "".join(
@@ -292,9 +400,9 @@ class Sandbox:
     def _seed_pitr_backup(self, fresh: bool) -> None:
         """The stanza and a first full backup (a new one when ``fresh``). A cluster started before WAL
         archiving was configured is restarted with it first."""
-        data = self.dir / "postgres" / "data"
+        data = self.pg_home / "postgres" / "data"
         current = self._pg(
-            "psql", "-h", str(self.dir / "postgres" / "run"), "-p", str(self.port("postgres")),
+            "psql", "-h", str(self.pg_home / "postgres" / "run"), "-p", str(self.port("postgres")),
             "-U", "postgres", "-d", "postgres", "-tAc", "SHOW archive_command",
         ).stdout.strip()  # fmt: skip
         if str(self.pgbackrest_config()) not in current:
@@ -309,7 +417,7 @@ class Sandbox:
         """The superuser gets a password for TCP logins (the socket stays trust-only, for the sandbox
         itself); it reaches psql on its standard input, never on a command line."""
         password = self.secret("postgres-admin-password")
-        run = self.dir / "postgres" / "run"
+        run = self.pg_home / "postgres" / "run"
         self._pg(
             "psql",
             "-h",
@@ -327,7 +435,7 @@ class Sandbox:
         )
 
     def _psql(self, sql: str, database: str = "postgres") -> None:
-        run = self.dir / "postgres" / "run"
+        run = self.pg_home / "postgres" / "run"
         self._pg(
             "psql",
             "-h",
@@ -354,7 +462,7 @@ class Sandbox:
             f"CREATE ROLE {DB_USER} LOGIN CREATEDB; END IF; END $$"
         )
         # The password reaches psql on its standard input, never on a command line.
-        run = self.dir / "postgres" / "run"
+        run = self.pg_home / "postgres" / "run"
         self._pg(
             "psql",
             "-h",
@@ -458,7 +566,6 @@ class Sandbox:
     def _seed_backup(self) -> None:
         """A first backup in the bucket (moto keeps objects in memory, so after every start of it),
         made by the same code as `python -m driver backup`."""
-        sys.path.insert(0, str(ROOT / "collections"))
         from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
 
         store = dbrecovery.Store(**self.backup_store())
@@ -476,7 +583,7 @@ class Sandbox:
             conn.close()
 
     def _start_kubeapi(self) -> None:
-        from driver.sandbox.kubeapi import write_kubeconfig
+        from sandbox.kubeapi import write_kubeconfig
 
         port = self.port("kubeapi")
         ready = self.dir / "kubeapi.ready"
@@ -486,7 +593,7 @@ class Sandbox:
             [
                 sys.executable,
                 "-m",
-                "driver.sandbox.kubeapi",
+                "sandbox.kubeapi",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -501,7 +608,6 @@ class Sandbox:
                 str(ready),
             ],
             self.dir / "logs" / "kubeapi.log",
-            env={"PYTHONPATH": str(ROOT)},
         )
         deadline = time.monotonic() + 30
         while not ready.exists():
@@ -549,7 +655,6 @@ class Sandbox:
 
     def _wait_platform_ready(self, timeout: float = 60) -> None:
         """Every seeded Deployment and StatefulSet has all its replicas ready."""
-        sys.path.insert(0, str(ROOT / "collections"))
         from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
 
         kube = Kube(str(self.dir / "kubeconfig"), None, NAMESPACE)

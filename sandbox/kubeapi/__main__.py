@@ -1,4 +1,4 @@
-"""python -m driver.sandbox.kubeapi --host 127.0.0.1 --port 8080 [--seed FILE ...] [--ready-file PATH]"""
+"""python -m sandbox.kubeapi --host 127.0.0.1 --port 8080 [--seed FILE ...] [--ready-file PATH]"""
 
 import argparse
 import logging
@@ -11,7 +11,7 @@ from . import KubeAPIServer, load_manifests
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m driver.sandbox.kubeapi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sandbox.kubeapi", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--ready-delay", type=float, default=1.0, help="seconds until a new pod is Ready")

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from driver.sandbox.platform import Sandbox
+from sandbox.platform import PartFailed, Sandbox, SandboxFailed
 
 
 def run(action: str, folder: str | None, as_json: bool) -> int:
+    """One line per part that failed (which, why, its log) on stderr and exit 1; no traceback."""
+    try:
+        return _run(action, folder, as_json)
+    except (SandboxFailed, PartFailed) as exc:
+        for failure in getattr(exc, "failures", [exc]):
+            line = f"sandbox {action}: {failure.part} failed: {failure.reason} (log: {failure.log})"
+            print(line, file=sys.stderr)
+        return 1
+
+
+def _run(action: str, folder: str | None, as_json: bool) -> int:
     sandbox = Sandbox(Path(folder) if folder else None)
     if action == "down":
         sandbox.down()

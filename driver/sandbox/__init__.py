@@ -1,1 +1,0 @@
-"""The sandbox platform: ``python -m driver sandbox up|down|status|reset``."""
