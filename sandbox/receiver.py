@@ -301,11 +301,12 @@ class Receiver:
         self.state = State()
         self.verbose = verbose
         handler = type("BoundHandler", (Handler,), {"state": self.state, "verbose": verbose})
-        server_cls = ThreadingHTTPServer
+        # A deep listen backlog: the load generator and concurrent tests open many connections at once.
+        attrs: dict[str, Any] = {"request_queue_size": 256, "daemon_threads": True}
         if ":" in host:
-            server_cls = type("V6Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+            attrs["address_family"] = socket.AF_INET6
+        server_cls = type("ReceiverServer", (ThreadingHTTPServer,), attrs)
         self.server = server_cls((host, port), handler)
-        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread: threading.Thread | None = None
 
@@ -315,12 +316,14 @@ class Receiver:
         return f"http://{host}:{self.port}"
 
     def start(self) -> Receiver:
-        self._thread = threading.Thread(target=self.server.serve_forever, name="receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name="receiver", daemon=True
+        )
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        self.server.serve_forever()
+        self.server.serve_forever(poll_interval=0.1)
 
     def stop(self) -> None:
         if self._thread is not None:
