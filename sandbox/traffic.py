@@ -7,12 +7,15 @@
 
 It sends ``rps`` GET requests per second for ``seconds`` seconds. It is open-loop: request *i* is
 scheduled at ``start + i / rps`` whatever happened to the earlier ones, and handed to a bounded pool
-of worker threads (``min(64, 2 * rps)``), so a slow or dead server does not slow the offered load
-down, the way real clients keep arriving during an outage. Requests go to the ``--path`` values in
-turn (request *i* to ``paths[i % len(paths)]``); each path is appended to the URL's own path. With
-no ``--path`` the URL itself is requested. Each request uses a new connection (``Connection:
-close``), redirects are not followed (a 3xx is an answer), and proxy settings from the environment
-are ignored.
+of worker threads, so a slow or dead server does not slow the offered load down, the way real
+clients keep arriving during an outage. The pool starts with 4 threads and grows, while every
+thread is busy and requests are waiting, up to ``min(64, 2 * rps)``: few threads are cheapest
+when answers are quick (the machine has few cores), many are needed when they are slow.
+
+Requests go to the ``--path`` values in turn (request *i* to ``paths[i % len(paths)]``); each path
+is appended to the URL's own path. With no ``--path`` the URL itself is requested. Each request
+uses a new connection (``Connection: close``), redirects are not followed (a 3xx is an answer), and
+proxy settings from the environment are ignored.
 
 Bounds: at most 2000 requests per second, 3600 seconds and 200000 requests in one run; anything
 beyond, a non-positive rate or duration, or a URL that is not ``http(s)://host[:port][/path]``
@@ -37,7 +40,8 @@ every second has ``rps`` of them, even when answers arrive late.
   counts (no coordinated omission);
 - ``max_lag_ms`` (total only): the longest a request waited between its scheduled time and being
   sent. When it is large, the generator (or the machine) could not keep up and the latencies
-  include that wait.
+  include that wait. (Both the generator and the sandbox's servers are Python on a small machine:
+  a few hundred requests per second is comfortable, much more than that shows up here.)
 
 Output
 ------
@@ -45,8 +49,8 @@ Output
 By default, one line per second as each second's requests have all finished, then a total line::
 
     second   0: sent 50  ok 45  failed 5  [200:45 503:5]  p50 2.1 p90 4.0 p99 9.8 max 10.2 ms
-    second   1: sent 50  ok 40  failed 10  [200:40] failures [refused:10]  p50 ...
-    total: sent 100  ok 85  failed 15  [200:85 503:5] failures [refused:10]  p50 ... in 2.0 s
+    second   1: sent 50  ok 40  failed 10  [200:40]  failures [refused:10]  p50 ...
+    total: sent 100  ok 85  failed 15  [200:85 503:5]  failures [refused:10]  p50 ...  in 2.0 s, lag max 3 ms
 
 With ``--json``, only one JSON document, at the end::
 
@@ -58,7 +62,7 @@ With ``--json``, only one JSON document, at the end::
                    "latency_ms": {"p50": float, "p90": float, "p99": float, "max": float} | null}],
       "total": {"sent": int, "ok": int, "failed": int, "statuses": {code: int},
                 "failures": {kind: int}, "latency_ms": {...} | null, "duration_s": float,
-                "max_lag_ms": float, "stopped_early": bool}
+                "max_lag_ms": float, "workers_started": int, "stopped_early": bool}
     }
 
 Exit codes: 0 when it ran, whatever the answers were; 2 for refused arguments; 130 when
@@ -98,6 +102,7 @@ MAX_RPS = 2000
 MAX_SECONDS = 3600
 MAX_REQUESTS = 200_000
 MAX_WORKERS = 64
+INITIAL_WORKERS = 4
 
 
 class BoundsError(ValueError):
@@ -256,6 +261,7 @@ class Run:
         self.paths = list(paths) if paths else [""]
         self.timeout = float(timeout)
         self.workers = max(1, min(MAX_WORKERS, math.ceil(self.rps * 2)))
+        self._busy = 0
         self.on_second = on_second
         self._context = ssl.create_default_context() if self.target.scheme == "https" else None
         self._lock = threading.Lock()
@@ -269,7 +275,7 @@ class Run:
         self._finished = threading.Event()
         self._scheduled_all = False
         self._scheduled = 0
-        self._workers_left = self.workers
+        self._workers_left = 0
         self._next_emit = 0
         self._max_lag = 0.0
         self._started = 0.0
@@ -280,14 +286,18 @@ class Run:
 
     def start(self) -> Run:
         self._started = time.monotonic()
-        for i in range(self.workers):
-            t = threading.Thread(target=self._work, name=f"traffic-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
-        t = threading.Thread(target=self._schedule, name="traffic-scheduler", daemon=True)
-        t.start()
-        self._threads.append(t)
+        for _ in range(min(self.workers, INITIAL_WORKERS)):
+            self._add_worker()
+        threading.Thread(target=self._schedule, name="traffic-scheduler", daemon=True).start()
         return self
+
+    def _add_worker(self) -> None:
+        with self._lock:
+            self._workers_left += 1
+            name = f"traffic-{len(self._threads)}"
+        t = threading.Thread(target=self._work, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def stop(self) -> None:
         """Stops scheduling; requests not yet sent are dropped, those in flight finish."""
@@ -324,6 +334,7 @@ class Run:
                 "latency_ms": percentiles(latencies),
                 "duration_s": round(end - self._started, 3) if self._started else 0.0,
                 "max_lag_ms": round(self._max_lag * 1000, 2),
+                "workers_started": len(self._threads),
                 "stopped_early": self._stop.is_set() and self._scheduled < self.planned,
             }
         config = {
@@ -352,6 +363,11 @@ class Run:
                         self._scheduled = i + 1
                     self._queue.put((i, due, self.paths[i % len(self.paths)]))
                     i += 1
+                # Grow the pool, up to its bound, while every worker is busy and requests wait.
+                with self._lock:
+                    grow = self._busy >= len(self._threads) and len(self._threads) < self.workers
+                if grow and not self._queue.empty():
+                    self._add_worker()
                 if i < self.planned:
                     self._stop.wait(max(0.0, start + i / self.rps - time.monotonic()))
         finally:
@@ -359,7 +375,7 @@ class Run:
                 self._scheduled = i
                 self._scheduled_all = True
                 self._emit_ready()
-            for _ in range(self.workers):
+            for _ in range(len(self._threads)):
                 self._queue.put(None)
 
     def _work(self) -> None:
@@ -377,11 +393,13 @@ class Run:
                 continue
             sent_at = time.monotonic()
             with self._lock:
+                self._busy += 1
                 self._buckets[k].sent += 1
                 self._max_lag = max(self._max_lag, sent_at - due)
             status, kind = self._request(path)
             elapsed_ms = (time.monotonic() - due) * 1000
             with self._lock:
+                self._busy -= 1
                 bucket = self._buckets[k]
                 bucket.done += 1
                 if status is not None:
@@ -470,7 +488,7 @@ def format_line(label: str, s: dict[str, Any]) -> str:
     if s["statuses"]:
         line += f"  [{_counts(s['statuses'])}]"
     if s["failures"]:
-        line += f" failures [{_counts(s['failures'])}]"
+        line += f"  failures [{_counts(s['failures'])}]"
     lat = s["latency_ms"]
     if lat:
         line += f"  p50 {lat['p50']:.1f} p90 {lat['p90']:.1f} p99 {lat['p99']:.1f} max {lat['max']:.1f} ms"
@@ -532,7 +550,12 @@ def main(argv: Sequence[str] | None = None, default_url: str | None = None) -> i
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(format_line("total", report.total) + f"  in {report.total['duration_s']:.1f} s", flush=True)
+        total = report.total
+        print(
+            format_line("total", total)
+            + f"  in {total['duration_s']:.1f} s, lag max {total['max_lag_ms']:.0f} ms",
+            flush=True,
+        )
     return 130 if interrupted.is_set() else 0
 
 

@@ -245,3 +245,10 @@ def test_command_line_json_and_sigterm(server, url):
     assert proc.returncode == 130
     doc = json.loads(out)
     assert doc["total"]["stopped_early"] and 0 < doc["total"]["sent"] < 12000
+
+
+def test_the_pool_grows_while_answers_are_slow(url):
+    # Each answer takes 1 s: four threads cannot keep up with 10 per second, so the pool grows.
+    report = traffic.run(url, rps=10, seconds=1, paths=["/slow"], timeout=5)
+    assert report.statuses == {"200": 10}
+    assert 4 < report.total["workers_started"] <= 20
