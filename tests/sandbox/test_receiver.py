@@ -190,6 +190,11 @@ def test_statuspage_components_errors_and_auth(rx):
     )
     assert status == 200 and comp["id"] == "cmp-db" and comp["status"] == "major_outage"
     assert call("GET", base + "/components", headers=auth)[2][0]["status"] == "major_outage"
+    status, _, inc = call(
+        "POST", base + "/incidents", {"incident": {"name": "DB", "component_ids": ["cmp-db"]}}, auth
+    )
+    assert status == 201 and inc["impact"] == "critical"
+    assert [(c["id"], c["status"]) for c in inc["components"]] == [("cmp-db", "major_outage")]
     assert call("PATCH", base + "/components/cmp-db", {"component": {"status": "on_fire"}}, auth)[0] == 422
     assert call("GET", base + "/incidents/doesnotexist", headers=auth)[0] == 404
     assert (

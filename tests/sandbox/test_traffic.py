@@ -101,19 +101,19 @@ def test_counts_every_request_and_status(server, url):
 
 
 def test_connection_failures_are_counted_by_kind(url):
-    report = traffic.run(url, rps=10, seconds=1, paths=["/ok", "/close"], timeout=5)
+    report = traffic.run(url, rps=20, seconds=0.5, paths=["/ok", "/close"], timeout=5)
     assert report.sent == 10
     assert report.statuses == {"200": 5}
     assert report.failures == {"disconnected": 5}
     assert report.failed == 5
 
-    refused = traffic.run(f"http://127.0.0.1:{closed_port()}", rps=10, seconds=1, timeout=2)
+    refused = traffic.run(f"http://127.0.0.1:{closed_port()}", rps=20, seconds=0.5, timeout=2)
     assert refused.sent == 10 and refused.failures == {"refused": 10} and refused.failed == 10
     assert refused.statuses == {} and refused.total["latency_ms"] is None
 
 
 def test_timeouts_are_failures(url):
-    report = traffic.run(url, rps=4, seconds=1, paths=["/slow", "/ok"], timeout=0.25)
+    report = traffic.run(url, rps=8, seconds=0.5, paths=["/slow", "/ok"], timeout=0.25)
     assert report.sent == 4
     assert report.failures == {"timeout": 2}
     assert report.statuses == {"200": 2}
@@ -121,10 +121,10 @@ def test_timeouts_are_failures(url):
 
 
 def test_paths_are_appended_to_the_url_path(server, url):
-    report = traffic.run(url + "/base", rps=5, seconds=1, paths=["/ok", "sub/ok"])
+    report = traffic.run(url + "/base", rps=10, seconds=0.5, paths=["/ok", "sub/ok"])
     assert report.statuses == {"200": 5}
     assert dict(server.hits) == {"/base/ok": 3, "/base/sub/ok": 2}
-    assert traffic.run(url + "/just-ok", rps=3, seconds=1).statuses == {"200": 3}
+    assert traffic.run(url + "/just-ok", rps=6, seconds=0.5).statuses == {"200": 3}
 
 
 def test_fractional_rates_plan_the_rounded_count(url):
@@ -175,7 +175,7 @@ def test_a_bad_url_is_refused_with_exit_2(bad, capsys):
 def test_json_output_shape(url, capsys):
     assert (
         traffic.main(
-            ["--url", url, "--rps", "6", "--seconds", "1", "--path", "/ok", "--path", "/err", "--json"]
+            ["--url", url, "--rps", "12", "--seconds", "0.5", "--path", "/ok", "--path", "/err", "--json"]
         )
         == 0
     )
@@ -199,7 +199,7 @@ def test_human_output_has_a_line_per_second_and_a_total(url, capsys):
 
 
 def test_default_url_makes_url_optional(url, capsys):
-    assert traffic.main(["--rps", "2", "--seconds", "1", "--path", "/ok", "--json"], default_url=url) == 0
+    assert traffic.main(["--rps", "4", "--seconds", "0.5", "--path", "/ok", "--json"], default_url=url) == 0
     assert json.loads(capsys.readouterr().out)["total"]["statuses"] == {"200": 2}
     assert traffic.main(["--rps", "2", "--seconds", "1"]) == 2
 
