@@ -680,7 +680,9 @@ class Handler(BaseHTTPRequestHandler):
                         del page["incidents"][rest[1]]
                         page["order"].remove(rest[1])
                         return Response(200, self._sp_view(page_id, incident))
-                return _json_error(405 if len(rest) <= 2 else 404, "Not found")
+                if len(rest) <= 2:
+                    return _json_error(405, "Method not allowed")
+                return _json_error(404, "Not found")
             if kind == "components":
                 if len(rest) == 1 and method == "GET":
                     return Response(200, [dict(c) for c in page["components"].values()])
