@@ -38,7 +38,18 @@ CHANNEL = "EMERGENCY_RUN_ENV_FIFO"
 PYTHON = "EMERGENCY_RUN_PYTHON"
 """Names the FIFO the private variables come through; the wrapper removes it from the environment."""
 
-PLAIN = ("HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "TMPDIR", "EMERGENCY_SANDBOX_DIR")
+PLAIN = (
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "EMERGENCY_SANDBOX_DIR",
+)
 """Passed and recorded as they are: they locate things, they grant nothing."""
 
 PRIVATE = (
