@@ -245,7 +245,10 @@ class Sandbox:
             "running": {name: self.running(name) for name in COMPONENTS} if self.state else {},
             "kubeconfig": str(self.dir / "kubeconfig"),
             "namespace": NAMESPACE,
-            "kubeapi": {"url": f"http://127.0.0.1:{ports.get('kubeapi')}"},
+            "kubeapi": {
+                "url": f"https://127.0.0.1:{ports.get('kubeapi')}",
+                "ca": str(self.dir / "tls" / "ca.crt"),
+            },
             "postgres": {
                 "host": "127.0.0.1",
                 "port": pg_port,
@@ -584,8 +587,13 @@ class Sandbox:
 
     def _start_kubeapi(self) -> None:
         from sandbox.kubeapi import write_kubeconfig
+        from sandbox.kubeapi.tls import certificates
 
         port = self.port("kubeapi")
+        # HTTPS with the sandbox's own CA and a bearer token, as a cluster: a client without the CA
+        # or with another token is refused.
+        ca, cert, key = certificates(self.dir / "tls")
+        self.secret("kube-token")
         ready = self.dir / "kubeapi.ready"
         ready.unlink(missing_ok=True)
         secrets_file = self._write_secret_manifests()
@@ -606,6 +614,12 @@ class Sandbox:
                 str(secrets_file),
                 "--ready-file",
                 str(ready),
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+                "--token-file",
+                str(self.dir / "secrets" / "kube-token"),
             ],
             self.dir / "logs" / "kubeapi.log",
         )
@@ -617,7 +631,13 @@ class Sandbox:
                 )
             time.sleep(0.05)
         self.state.setdefault("pids", {})["kubeapi"] = proc.pid
-        write_kubeconfig(self.dir / "kubeconfig", f"http://127.0.0.1:{port}", NAMESPACE)
+        write_kubeconfig(
+            self.dir / "kubeconfig",
+            f"https://127.0.0.1:{port}",
+            NAMESPACE,
+            token=self.secret("kube-token"),
+            ca_file=ca,
+        )
         self._wait_platform_ready()
 
     def _write_secret_manifests(self) -> Path:

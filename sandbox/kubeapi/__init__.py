@@ -1,5 +1,6 @@
 """Emulated Kubernetes API server for the sandbox (stdlib + PyYAML)."""
 
+import base64
 import os
 
 import yaml
@@ -9,14 +10,19 @@ from .server import KubeAPIServer
 __all__ = ["KubeAPIServer", "load_manifests", "write_kubeconfig"]
 
 
-def write_kubeconfig(path, url, namespace="default"):
-    """Write a kubeconfig (cluster/user/context all named ``sandbox``) with mode 0600."""
+def write_kubeconfig(path, url, namespace="default", token="sandbox-token", ca_file=None):
+    """Write a kubeconfig (cluster/user/context all named ``sandbox``) with mode 0600: the server's
+    CA inline as ``certificate-authority-data`` when ``ca_file`` is given, and the bearer token."""
+    cluster = {"server": url}
+    if ca_file:
+        with open(ca_file, "rb") as fh:
+            cluster["certificate-authority-data"] = base64.b64encode(fh.read()).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": [{"name": "sandbox", "cluster": {"server": url}}],
-        "users": [{"name": "sandbox", "user": {"token": "sandbox-token"}}],
+        "clusters": [{"name": "sandbox", "cluster": cluster}],
+        "users": [{"name": "sandbox", "user": {"token": token}}],
         "contexts": [
             {"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox", "namespace": namespace}}
         ],

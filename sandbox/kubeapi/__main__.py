@@ -1,4 +1,5 @@
-"""python -m sandbox.kubeapi --host 127.0.0.1 --port 8080 [--seed FILE ...] [--ready-file PATH]"""
+"""python -m sandbox.kubeapi --host 127.0.0.1 --port 8080 [--seed FILE ...] [--ready-file PATH]
+[--tls-cert FILE --tls-key FILE] [--token-file FILE]"""
 
 import argparse
 import logging
@@ -17,8 +18,17 @@ def main(argv=None):
     parser.add_argument("--ready-delay", type=float, default=1.0, help="seconds until a new pod is Ready")
     parser.add_argument("--seed", action="append", default=[], help="multi-document YAML manifest to load")
     parser.add_argument("--ready-file", help="write the listening port here once serving and seeded")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    parser.add_argument("--token-file", help="require the bearer token this file holds (401 otherwise)")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    token = None
+    if args.token_file:
+        with open(args.token_file) as fh:
+            token = fh.read().strip()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -26,7 +36,8 @@ def main(argv=None):
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    server = KubeAPIServer(args.host, args.port, args.ready_delay).start()
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    server = KubeAPIServer(args.host, args.port, args.ready_delay, tls=tls, token=token).start()
     try:
         for path in args.seed:
             server.load(load_manifests(path))

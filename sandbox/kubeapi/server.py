@@ -2,11 +2,13 @@
 watch streaming, and the KubeAPIServer lifecycle object."""
 
 import contextlib
+import hmac
 import json
 import logging
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +35,17 @@ VERSION = {
     "platform": "linux/amd64",
 }
 WATCH_TIMEOUT = 1800
+# What a cluster lets anyone read (the system:public-info-viewer role).
+ANONYMOUS = {"/healthz", "/livez", "/readyz", "/version"}
+UNAUTHORIZED = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": "Unauthorized",
+    "reason": "Unauthorized",
+    "code": 401,
+}
 
 
 def _decode(headers, raw):
@@ -56,6 +69,10 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "kubeapi-sandbox/1.0"
 
     def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):  # the TLS handshake, in this connection's thread
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         self.server.connections.add(self.connection)
 
@@ -70,6 +87,9 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if not self.server.app.authenticated(url.path, self.headers):
+            self.send(401, UNAUTHORIZED)
+            return
         if pod_exec.is_exec(self.command, url.path):  # a WebSocket upgrade, see exec.py
             pod_exec.serve(self.server.app, self, url.path, url.query)
             return
@@ -121,6 +141,10 @@ class Handler(BaseHTTPRequestHandler):
     def _client_gone(self):
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
+            if isinstance(self.connection, ssl.SSLSocket):
+                # No peeking through TLS; a watch client sends nothing after its request, so a
+                # readable connection is one being closed.
+                return bool(readable)
             return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             return True
@@ -164,16 +188,28 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address, app):
-        self.app, self.connections = app, set()
+    def __init__(self, address, app, tls=None):
+        self.app, self.connections, self.tls = app, set(), tls
         super().__init__(address, Handler)
+
+    def get_request(self):
+        conn, address = super().get_request()
+        if self.tls is not None:  # the handshake happens in the connection's thread (Handler.setup)
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, address
+
+    def handle_error(self, request, client_address):
+        log.debug("connection from %s failed", client_address, exc_info=True)
 
 
 class KubeAPIServer:
     """Emulated Kubernetes API server; see README.md for what is covered."""
 
-    def __init__(self, host="127.0.0.1", port=0, ready_delay=1.0, exec_commands=None):
+    def __init__(self, host="127.0.0.1", port=0, ready_delay=1.0, exec_commands=None, tls=None, token=None):
+        """``tls``: ``(certfile, keyfile)`` to serve HTTPS; ``token``: the bearer token every request
+        but the anonymous health and version paths must carry (401 otherwise), as on a cluster."""
         self.host, self.port = host, port
+        self.tls, self.token = tls, token
         # pods/exec runs only these commands, on the host (first word -> host argv; see exec.py).
         self.exec_commands = dict(pod_exec.DEFAULT_COMMANDS if exec_commands is None else exec_commands)
         self.store = Store()
@@ -184,10 +220,20 @@ class KubeAPIServer:
 
     @property
     def url(self):
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    def authenticated(self, path, headers):
+        if self.token is None or path in ANONYMOUS:
+            return True
+        scheme, _, given = (headers.get("Authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
 
     def start(self):
-        self._httpd = _HTTPServer((self.host, self.port), self)
+        context = None
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+        self._httpd = _HTTPServer((self.host, self.port), self, context)
         self.port = self._httpd.server_address[1]
         for name, target in (
             ("kubeapi-http", self._httpd.serve_forever),

@@ -8,6 +8,9 @@ import time
 import pytest
 
 from sandbox.kubeapi import KubeAPIServer, write_kubeconfig
+from sandbox.kubeapi.tls import certificates
+
+TOKEN = "emulator-test-token"
 
 NODES = [
     {
@@ -20,9 +23,17 @@ NODES = [
 ]
 
 
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory):
+    """(ca, cert, key): the server is tested as the sandbox runs it, over HTTPS with a token."""
+    return certificates(tmp_path_factory.mktemp("tls"))
+
+
 @pytest.fixture(scope="module")
-def server():
-    srv = KubeAPIServer(port=0, ready_delay=0.3)
+def server(tls):
+    ca, cert, key = tls
+    srv = KubeAPIServer(port=0, ready_delay=0.3, tls=(str(cert), str(key)), token=TOKEN)
+    srv.ca = str(ca)
     srv.start()
     srv.load([*NODES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}])
     yield srv
@@ -32,7 +43,7 @@ def server():
 @pytest.fixture(scope="module")
 def kubeconfig(server, tmp_path_factory):
     path = tmp_path_factory.mktemp("kube") / "config"
-    return str(write_kubeconfig(str(path), server.url, "shop"))
+    return str(write_kubeconfig(str(path), server.url, "shop", token=TOKEN, ca_file=server.ca))
 
 
 @pytest.fixture(scope="module")

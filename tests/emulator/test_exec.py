@@ -10,7 +10,7 @@ from kubernetes.stream import stream
 
 from sandbox.kubeapi import KubeAPIServer
 
-from .conftest import NODES, wait_for
+from .conftest import NODES, TOKEN, wait_for
 
 PROBE = textwrap.dedent(
     """
@@ -74,10 +74,18 @@ MANIFESTS = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tls):
     probe = tmp_path_factory.mktemp("probe") / "probe.py"
     probe.write_text(PROBE)
-    srv = KubeAPIServer(port=0, ready_delay=0.2, exec_commands={"probe": [sys.executable, str(probe)]})
+    ca, cert, key = tls
+    srv = KubeAPIServer(
+        port=0,
+        ready_delay=0.2,
+        exec_commands={"probe": [sys.executable, str(probe)]},
+        tls=(str(cert), str(key)),
+        token=TOKEN,
+    )
+    srv.ca = str(ca)
     srv.start()
     srv.load(MANIFESTS)
     yield srv

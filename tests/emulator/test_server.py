@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -14,16 +15,21 @@ from driver import ROOT
 from sandbox.kubeapi import KubeAPIServer, write_kubeconfig
 from sandbox.kubeapi.store import APIError
 
-from .conftest import wait_for
+from .conftest import TOKEN, wait_for
 
 DEPLOY = "/apis/apps/v1/namespaces/shop/deployments"
 PODS = "/api/v1/namespaces/shop/pods"
 
 
-def call(server, method, path, body=None, ctype="application/json", headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+def client_tls(server):
+    return ssl.create_default_context(cafile=server.ca)
+
+
+def call(server, method, path, body=None, ctype="application/json", headers=None, token=TOKEN):
+    conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10, context=client_tls(server))
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    conn.request(method, path, data, {"Content-Type": ctype, **(headers or {})})
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    conn.request(method, path, data, {"Content-Type": ctype, **auth, **(headers or {})})
     resp = conn.getresponse()
     raw = resp.read()
     conn.close()
@@ -59,9 +65,11 @@ def ready_pods(server, app):
 
 def watch_lines(server, path, limit, timeout=10):
     """First `limit` events of a watch stream (the socket is closed afterwards)."""
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    sock = client_tls(server).wrap_socket(raw, server_hostname="127.0.0.1")
     sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode()
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Connection: close\r\n\r\n".encode()
     )
     buf, events = b"", []
     while len(events) < limit:
@@ -287,9 +295,12 @@ def test_eviction_and_pod_lifecycle(server):
     assert code == 200
 
 
-def test_kubeconfig_and_cli(tmp_path):
-    path = write_kubeconfig(str(tmp_path / "config"), "http://127.0.0.1:1", "shop")
+def test_kubeconfig_and_cli(tmp_path, tls):
+    ca, cert, key = tls
+    path = write_kubeconfig(str(tmp_path / "config"), "https://127.0.0.1:1", "shop", token=TOKEN, ca_file=ca)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
     seed, ready = tmp_path / "seed.yaml", tmp_path / "ready"
     seed.write_text(
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: seeded}\n---\n"
@@ -308,6 +319,12 @@ def test_kubeconfig_and_cli(tmp_path):
             str(ready),
             "--ready-delay",
             "0.1",
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--token-file",
+            str(token_file),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -317,6 +334,7 @@ def test_kubeconfig_and_cli(tmp_path):
         wait_for(lambda: ready.exists(), timeout=20, what="ready file")
         port = int(ready.read_text())
         fake = KubeAPIServer(port=port)
+        fake.ca = str(ca)
         assert call(fake, "GET", "/api/v1/namespaces/seeded")[0] == 200
         assert call(fake, "GET", "/api/v1/namespaces/other/configmaps/c")[0] == 200
     finally:
@@ -390,3 +408,38 @@ def test_budget_counts_the_pods_the_controller_wants(server):
     assert refused == [429]
     assert call(server, "GET", f"{PODS}/{pods[1]}")[0] == 200
     call(server, "DELETE", "/apis/apps/v1/namespaces/shop/deployments/budgeted")
+
+
+def test_the_door_needs_the_ca_and_the_token(server, kubectl, kube_env, tmp_path):
+    """As on a cluster: TLS with the sandbox's CA, and 401 for a missing or wrong bearer token."""
+    assert call(server, "GET", "/healthz", token=None) == (200, "ok")  # anonymous, as on a cluster
+    assert call(server, "GET", "/version", token=None)[0] == 200
+    code, body = call(server, "GET", "/api/v1/namespaces", token=None)
+    assert code == 401 and body["reason"] == "Unauthorized"
+    assert call(server, "GET", "/api/v1/namespaces", token="not-the-token")[0] == 401
+    assert call(server, "GET", "/api/v1/namespaces")[0] == 200
+    # A client that does not trust the CA fails the handshake.
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, timeout=10, context=ssl.create_default_context()
+    )
+    try:
+        conn.request("GET", "/healthz")
+        raise AssertionError("a client without the sandbox's CA was served")
+    except ssl.SSLCertVerificationError:
+        pass
+    finally:
+        conn.close()
+    # Plain HTTP gets nothing.
+    plain = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        plain.request("GET", "/api/v1/namespaces")
+        plain.getresponse()
+        raise AssertionError("plain HTTP was served")
+    except (http.client.HTTPException, ConnectionError, OSError):
+        pass
+    finally:
+        plain.close()
+    # kubectl with a wrong token is refused; with the kubeconfig's it works.
+    wrong = kubectl("get", "namespaces", "--token", "not-the-token", check=False)
+    assert wrong.returncode != 0 and "You must be logged in to the server" in wrong.stderr
+    assert kubectl("get", "namespaces", "-o", "name").returncode == 0
