@@ -125,6 +125,23 @@ def summarize_db_failover(outputs: dict[str, Any]) -> list[str]:
     ]
 
 
+def check_restore_time(values: dict[str, Any], platform) -> None:
+    """``--before`` and ``--to-time`` read as the modules will read them, so a time that does not parse
+    exits 2 before anything runs (the lock is not even taken)."""
+    from driver.lock import _kube_module
+    from driver.validate import InputError
+
+    _kube_module()  # puts the collection on the path
+    from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
+
+    for flag, var in (("--before", "restore_before"), ("--to-time", "restore_to_time")):
+        if values.get(var):
+            try:
+                dbrecovery.parse_when(values[var])
+            except dbrecovery.Failure as exc:
+                raise InputError(f"restore {flag}: {exc}") from None
+
+
 PROCEDURES = (
     Procedure(
         name="backup",
@@ -151,6 +168,7 @@ PROCEDURES = (
         destructive=True,
         timeout_var="restore_timeout",
         summarize=summarize_restore,
+        extra={"validate": check_restore_time},
     ),
     Procedure(
         name="restore-undo",

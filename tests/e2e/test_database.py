@@ -330,12 +330,15 @@ def test_bad_input_exits_2_and_runs_nothing(driver, db, kube, clean):
     for args in (
         ["--backup", "20000101T000000.000000Z"],
         ["--backup", "yesterday; rm -rf /"],
-        ["--before", "not a time"],
         ["--before", "2000-01-01 00:00"],
     ):
         run = driver("restore", *args, "--yes", "--incident", incident_id())
         assert run.rc == 2, (args, run.stderr)
         assert run.result["changed"] is False
+    # A time that does not parse is refused by the driver before any playbook starts.
+    unreadable = driver("restore", "--before", "not a time", "--yes", "--incident", incident_id())
+    assert unreadable.rc == 2 and unreadable.result is None
+    assert "cannot read the time 'not a time'" in unreadable.stderr
     unknown = driver("restore", "--backup", "20000101T000000.000000Z", "--yes", "--incident", incident_id())
     assert newest in unknown.result["errors"][0]["message"]
     both = driver("restore", "--backup", "latest", "--before", "2026-01-01", "--yes")

@@ -134,7 +134,11 @@ def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(drive
         assert rows_of(box, "app", first) == 6 and rows_of(box, "app", later) == 0
 
         # A time that does not parse, before the window or in the future: exit 2, nothing touched.
-        for bad in ("not a time", "2000-01-01 00:00", "2999-01-01 00:00"):
+        unreadable = driver("restore", "--to-time", "not a time", "--yes", "--incident", f"{incident}-BAD")
+        runs.append(unreadable)
+        assert unreadable.rc == 2 and unreadable.result is None  # refused before any playbook starts
+        assert "cannot read the time" in unreadable.stderr
+        for bad in ("2000-01-01 00:00", "2999-01-01 00:00"):
             refused = driver("restore", "--to-time", bad, "--yes", "--incident", f"{incident}-BAD")
             runs.append(refused)
             assert refused.rc == 2, (bad, refused.stderr + refused.stdout)
