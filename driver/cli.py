@@ -21,7 +21,7 @@ from typing import Any
 from driver import EXIT_FAILED, EXIT_INVALID, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, settings, validate
 from driver.incident import Incident, iso, new_id, utcnow
 from driver.registry import PROCEDURES, Procedure
-from driver.results import Result, Step
+from driver.results import Result, Step, from_stats
 from driver.validate import InputError
 
 # A preflight task of a module we do not own (amazon.aws, kubernetes.core, ...) that failed with one of
@@ -258,8 +258,7 @@ class Run:
                 keeper.stop()
         result.steps = outcome.steps
         result.changed = any(step.changed for step in outcome.steps)
-        result.prior_state = outcome.stats.get("prior_state", {})
-        result.outputs = {k: v for k, v in outcome.stats.items() if k != "prior_state"}
+        result.outputs, result.prior_state = from_stats(outcome.stats)
         result.run = {
             "ident": ident,
             "artifacts": str(incident.run_dir(ident)),
