@@ -30,7 +30,7 @@ from driver import (
 )
 from driver.incident import Incident, iso, make_private, new_id, scrub_recorded_environments, utcnow
 from driver.registry import PROCEDURES, Procedure
-from driver.results import Result, Step
+from driver.results import Result, Step, from_stats
 from driver.validate import InputError
 
 # A preflight task of a module we do not own (amazon.aws, kubernetes.core, ...) that failed with one of
@@ -271,8 +271,7 @@ class Run:
         make_private(incident.run_dir(ident))
         result.steps = outcome.steps
         result.changed = any(step.changed for step in outcome.steps)
-        result.prior_state = outcome.stats.get("prior_state", {})
-        result.outputs = {k: v for k, v in outcome.stats.items() if k != "prior_state"}
+        result.outputs, result.prior_state = from_stats(outcome.stats)
         result.run = {
             "ident": ident,
             "artifacts": str(incident.run_dir(ident)),

@@ -125,6 +125,33 @@ def summarize_db_failover(outputs: dict[str, Any]) -> list[str]:
     ]
 
 
+def _times():
+    """The collection's time reader, loaded from its file: importing it through the
+    ``ansible_collections`` package here would shadow Ansible's collection loader later in the run."""
+    import importlib.util
+
+    from driver import ROOT
+
+    path = ROOT / "collections/ansible_collections/emergency/ops/plugins/module_utils/times.py"
+    spec = importlib.util.spec_from_file_location("_emergency_ops_times", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_restore_time(values: dict[str, Any], platform) -> None:
+    """``--before`` and ``--to-time`` read as the modules will read them, so a time that does not parse
+    exits 2 before anything runs (the lock is not even taken)."""
+    from driver.validate import InputError
+
+    for flag, var in (("--before", "restore_before"), ("--to-time", "restore_to_time")):
+        if values.get(var):
+            try:
+                _times().parse_when(values[var])
+            except ValueError as exc:
+                raise InputError(f"restore {flag}: {exc}") from None
+
+
 PROCEDURES = (
     Procedure(
         name="backup",
@@ -151,6 +178,7 @@ PROCEDURES = (
         destructive=True,
         timeout_var="restore_timeout",
         summarize=summarize_restore,
+        extra={"validate": check_restore_time},
     ),
     Procedure(
         name="restore-undo",

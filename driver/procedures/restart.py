@@ -8,19 +8,33 @@ from typing import Any
 from driver.registry import Argument, Procedure
 
 
+def label(service: dict[str, Any]) -> str:
+    """``name``, or ``namespace/name`` for an entry of a fleet (many hosts)."""
+    return f"{service['namespace']}/{service['name']}" if service.get("namespace") else service["name"]
+
+
 def summarize_restart(outputs: dict[str, Any]) -> list[str]:
     restart = outputs.get("restart", {})
     lines = []
     for s in restart.get("services", []):
+        name = label(s)
         if s.get("new_revision") is None:
-            lines.append(f"{s['name']}: would restart (now at revision {s['previous_revision']})")
+            lines.append(f"{name}: would restart (now at revision {s['previous_revision']})")
         elif s.get("restarted"):
             ready = f", ready in {s['seconds_to_ready']}s" if s.get("seconds_to_ready") is not None else ""
-            lines.append(f"{s['name']}: revision {s['previous_revision']} -> {s['new_revision']}{ready}")
+            lines.append(f"{name}: revision {s['previous_revision']} -> {s['new_revision']}{ready}")
         else:
-            lines.append(f"{s['name']}: already restarted for this incident (revision {s['new_revision']})")
-    failed = restart.get("failed_service")
-    if failed:
+            lines.append(f"{name}: already restarted for this incident (revision {s['new_revision']})")
+    hosts = outputs.get("hosts") or {}
+    if len(hosts) > 1:  # a fleet: each host's failure is under its own entry
+        failures = []
+        for host in hosts.values():
+            failed = (host.get("restart") or {}).get("failed_service")
+            if failed:
+                failures.append({**failed, "name": f"{host.get('namespace')}/{failed['name']}"})
+    else:
+        failures = [restart["failed_service"]] if restart.get("failed_service") else []
+    for failed in failures:
         lines.append(f"{failed['name']} NOT READY: {failed.get('reason', '')}")
         lines += [f"  pod {pod}" for pod in failed.get("pods_not_ready", [])]
         lines += [f"  event {event}" for event in failed.get("recent_events", [])]

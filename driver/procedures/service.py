@@ -152,7 +152,8 @@ def summarize_scaled(outputs: dict[str, Any]) -> list[str]:
     for key in ("shutdown", "resume", "scale"):
         for s in outputs.get(key, {}).get("services", []):
             verb = "scaled" if s.get("changed") else "unchanged"
-            lines.append(f"{s['name']}: {verb}, replicas {s['previous_replicas']} -> {s['replicas']}")
+            name = f"{s['namespace']}/{s['name']}" if s.get("namespace") else s["name"]
+            lines.append(f"{name}: {verb}, replicas {s['previous_replicas']} -> {s['replicas']}")
     return lines
 
 

@@ -255,6 +255,57 @@ def test_backup_restore_undo_and_cleanup(driver, db, kube, clean, incidents):
         assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
+def kubectl_scale(target, name: str, count: int) -> None:
+    argv = ["kubectl", "scale", f"deployment/{name}", f"--replicas={count}", "-n", target.namespace]
+    if target.kubeconfig:
+        argv += ["--kubeconfig", target.kubeconfig]
+    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60)
+
+
+def test_a_writer_scaled_back_by_hand_comes_back_from_a_restore_and_a_shutdown_at_its_current_replicas(
+    driver, db, kube, clean, target
+):
+    def api_ready(count):
+        obj = kube.get("Deployment", "api")
+        return obj["spec"]["replicas"] == count and obj["status"].get("readyReplicas", 0) == count
+
+    def record():
+        return (kube.get("Deployment", "api")["metadata"].get("annotations") or {}).get(
+            "emergency.ops/replicas-before"
+        )
+
+    try:
+        assert driver("shutdown", "--service", "api", "--yes", "--incident", incident_id("SHUT")).rc == 0
+        assert record() == "2"
+        kubectl_scale(target, "api", 3)  # runbook 000's restore section: services back by hand
+        wait_for(lambda: api_ready(3), what="api at 3 replicas")
+        incident = incident_id()
+        run = driver("restore", "--backup", "latest", "--yes", "--incident", incident)
+        assert run.rc == 0, run.stderr + run.stdout
+        assert run.result["prior_state"]["writers"] == {**WRITERS, "api": 3}
+        restore = run.result["outputs"]["restore"]
+        assert {w["name"]: w["replicas"] for w in restore["writers"]} == {**WRITERS, "api": 3}
+        wait_for(lambda: api_ready(3), what="api back at 3 after the restore")
+        assert record() is None
+        down = driver("shutdown", "--all", "--yes", "--incident", incident)
+        assert down.rc == 0, down.stderr
+        assert replicas(kube) == dict.fromkeys(WRITERS, 0) and record() == "3"
+        up = driver("resume", "--all", "--incident", incident)
+        assert up.rc == 0, up.stderr
+        assert replicas(kube) == {**WRITERS, "api": 3} and api_ready(3) and record() is None
+    finally:
+        kubectl_scale(target, "api", WRITERS["api"])
+        kube.patch(
+            "Deployment",
+            "api",
+            {"metadata": {"annotations": {"emergency.ops/replicas-before": None}}},
+            patch_type="merge",
+        )
+        for name, count in WRITERS.items():
+            if kube.get("Deployment", name)["spec"]["replicas"] != count:
+                kubectl_scale(target, name, count)
+
+
 def test_check_mode_reports_the_plan_and_touches_nothing(driver, db, kube, clean):
     names, live, before = database_names(db), counts(db), replicas(kube)
     ids = [i for i, _m in store(db).complete_backups()]
@@ -279,12 +330,15 @@ def test_bad_input_exits_2_and_runs_nothing(driver, db, kube, clean):
     for args in (
         ["--backup", "20000101T000000.000000Z"],
         ["--backup", "yesterday; rm -rf /"],
-        ["--before", "not a time"],
         ["--before", "2000-01-01 00:00"],
     ):
         run = driver("restore", *args, "--yes", "--incident", incident_id())
         assert run.rc == 2, (args, run.stderr)
         assert run.result["changed"] is False
+    # A time that does not parse is refused by the driver before any playbook starts.
+    unreadable = driver("restore", "--before", "not a time", "--yes", "--incident", incident_id())
+    assert unreadable.rc == 2 and unreadable.result is None
+    assert "cannot read the time 'not a time'" in unreadable.stderr
     unknown = driver("restore", "--backup", "20000101T000000.000000Z", "--yes", "--incident", incident_id())
     assert newest in unknown.result["errors"][0]["message"]
     both = driver("restore", "--backup", "latest", "--before", "2026-01-01", "--yes")

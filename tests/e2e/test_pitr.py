@@ -4,6 +4,7 @@ databases, the workloads and the temporary cluster's folder."""
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import signal
@@ -45,15 +46,18 @@ def postmasters_in(folder: Path) -> list[int]:
 def rows_then_moment_then_rows(box, first: str, later: str) -> str:
     """6 rows of kind ``first``, the time, 4 rows of kind ``later``, and a WAL switch so the archive holds
     them. Returns the time: the first whole second of the server's clock after the first rows' commit
-    (recovery compares commit times), so the later rows, committed after it was read, come after it."""
+    (recovery compares commit times), so the later rows, committed after it was read, come after it.
+    The time is as psql prints a timestamptz in a session east of UTC (``2026-12-02 11:35:16+05:30``),
+    so the restore reads what an operator pastes."""
     add_events(box, first, 6)
     with admin(box, "app") as conn:
         committed = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        conn.execute("SET TimeZone = 'Asia/Kolkata'")
 
         def next_second() -> str | None:
             now = conn.execute(
                 "SELECT date_trunc('second', clock_timestamp()) > %s, "
-                "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')",
+                "date_trunc('second', clock_timestamp())::text",
                 (committed,),
             ).fetchone()
             return now[1] if now[0] else None
@@ -99,6 +103,9 @@ def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(drive
         assert check.result["changed"] is True
         planned = check.result["outputs"]["restore"]
         assert planned["backup"]["window"]["start"] <= planned["backup"]["target"]
+        # The time as read, in UTC to the microsecond.
+        utc = datetime.datetime.fromisoformat(moment).astimezone(datetime.UTC)
+        assert planned["backup"]["target"] == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         assert kept in planned["outcome"]
         assert database_names(box) == names and replicas(kube) == before
         assert rows_of(box, "app", later) == 4
@@ -134,7 +141,11 @@ def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(drive
         assert rows_of(box, "app", first) == 6 and rows_of(box, "app", later) == 0
 
         # A time that does not parse, before the window or in the future: exit 2, nothing touched.
-        for bad in ("not a time", "2000-01-01 00:00", "2999-01-01 00:00"):
+        unreadable = driver("restore", "--to-time", "not a time", "--yes", "--incident", f"{incident}-BAD")
+        runs.append(unreadable)
+        assert unreadable.rc == 2 and unreadable.result is None  # refused before any playbook starts
+        assert "cannot read the time" in unreadable.stderr
+        for bad in ("2000-01-01 00:00", "2999-01-01 00:00"):
             refused = driver("restore", "--to-time", bad, "--yes", "--incident", f"{incident}-BAD")
             runs.append(refused)
             assert refused.rc == 2, (bad, refused.stderr + refused.stdout)

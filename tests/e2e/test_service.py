@@ -4,6 +4,7 @@ set-env/unset-env, drain/uncordon, db-pod-recover), asserted on the platform's s
 from __future__ import annotations
 
 import base64
+import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -272,6 +273,57 @@ def test_shutdown_needs_confirmation_records_replicas_and_resume_restores_them(d
     assert "emergency.ops/replicas-before" not in kube.get("Deployment", "api")["metadata"]["annotations"]
     twice = driver("resume", "--all", "--incident", incident)
     assert twice.rc == 0 and twice.result["changed"] is False
+
+
+def kubectl_scale(target, name: str, count: int) -> None:
+    """Scales a service by hand, as runbook 000's restore section has an operator do."""
+    argv = ["kubectl", "scale", f"deployment/{name}", f"--replicas={count}", "-n", target.namespace]
+    if target.kubeconfig:
+        argv += ["--kubeconfig", target.kubeconfig]
+    subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60)
+
+
+def test_a_service_scaled_back_by_hand_is_shut_down_and_resumed_at_its_current_replicas(driver, kube, target):
+    incident = incident_id()
+    first = driver("shutdown", "--service", "api", "--yes", "--incident", incident)
+    assert first.rc == 0, first.stderr
+    assert kube.get("Deployment", "api")["metadata"]["annotations"]["emergency.ops/replicas-before"] == "2"
+    # Brought back by hand with more capacity than before: the record of the first shutdown is stale.
+    kubectl_scale(target, "api", 3)
+    wait_for(lambda: complete(kube, "api"), what="api at 3 replicas")
+    later = incident_id()
+    check = driver("shutdown", "--all", "--yes", "--check", "--incident", later)
+    assert check.rc == 0 and check.result["changed"] is True
+    assert replicas(kube) == {**NORMAL, "api": 3}
+    down = driver("shutdown", "--all", "--yes", "--incident", later)
+    assert down.rc == 0, down.stderr
+    assert down.result["prior_state"]["replicas"] == {**NORMAL, "api": 3}
+    assert replicas(kube) == dict.fromkeys(ORDER, 0)
+    assert kube.get("Deployment", "api")["metadata"]["annotations"]["emergency.ops/replicas-before"] == "3"
+    again = driver("shutdown", "--all", "--yes", "--incident", later)
+    assert again.rc == 0 and again.result["changed"] is False
+    assert kube.get("Deployment", "api")["metadata"]["annotations"]["emergency.ops/replicas-before"] == "3"
+    up = driver("resume", "--all", "--incident", later)
+    assert up.rc == 0, up.stderr
+    assert replicas(kube) == {**NORMAL, "api": 3} and all(complete(kube, n) for n in ORDER)
+    assert "emergency.ops/replicas-before" not in kube.get("Deployment", "api")["metadata"]["annotations"]
+
+
+def test_resume_of_a_service_running_again_keeps_its_replicas_and_drops_its_record(driver, kube, target):
+    incident = incident_id()
+    assert driver("shutdown", "--service", "api", "--yes", "--incident", incident).rc == 0
+    kubectl_scale(target, "api", 3)
+    wait_for(lambda: complete(kube, "api"), what="api at 3 replicas")
+    check = driver("resume", "--service", "api", "--check", "--incident", incident)
+    assert check.rc == 0 and check.result["changed"] is True
+    assert kube.get("Deployment", "api")["metadata"]["annotations"]["emergency.ops/replicas-before"] == "2"
+    run = driver("resume", "--service", "api", "--incident", incident)
+    assert run.rc == 0, run.stderr
+    assert run.result["changed"] is True
+    assert replicas(kube)["api"] == 3 and complete(kube, "api")
+    assert "emergency.ops/replicas-before" not in kube.get("Deployment", "api")["metadata"]["annotations"]
+    twice = driver("resume", "--service", "api", "--incident", incident)
+    assert twice.rc == 0 and twice.result["changed"] is False and replicas(kube)["api"] == 3
 
 
 # -- scale ------------------------------------------------------------------------------------------------

@@ -46,6 +46,9 @@ try:
 except ImportError:  # reported by the module
     HAS_PSYCOPG = False
 
+from ansible_collections.emergency.ops.plugins.module_utils import times
+from ansible_collections.emergency.ops.plugins.module_utils.times import iso_precise  # noqa: F401 (re-exported)
+
 ID_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 ID_PATTERN = re.compile(r"^\d{8}T\d{6}\.\d{6}Z$")
 MANIFEST = "manifest.json"
@@ -106,19 +109,12 @@ def backup_time(backup_id):
 
 
 def parse_when(text):
-    """An operator's time: ``2026-11-20 10:30``, ``2026-11-20T10:30:00Z``, with an offset or not (UTC)."""
-    value = text.strip().replace("T", " ")
-    if value.endswith("Z"):
-        value = value[:-1] + "+00:00"
-    for fmt in ("%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
-        try:
-            moment = datetime.datetime.strptime(value, fmt)
-        except ValueError:
-            continue
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
-        return moment.astimezone(datetime.timezone.utc)
-    raise Failure("cannot read the time %r; use YYYY-MM-DD HH:MM[:SS] (UTC) or ISO 8601" % text, "invalid")
+    """An operator's time as psql, ``date -Is``, a log or ISO 8601 prints it (see ``times.parse_when``),
+    in UTC; raises ``Failure`` (``invalid``) for anything else."""
+    try:
+        return times.parse_when(text)
+    except ValueError as exc:
+        raise Failure(str(exc), "invalid") from None
 
 
 def incident_suffix(incident):

@@ -3,8 +3,13 @@
 """Scaling workloads to zero and back with their replicas recorded on the workload itself.
 
 The record (annotation ``emergency.ops/replicas-before``) lives on the object, not on the machine that
-ran the procedure, so any operator (or an AWX node) can bring back what another one quiesced. A record
-that already exists is kept, so a second quiesce never overwrites the replicas of the first with 0.
+ran the procedure, so any operator (or an AWX node) can bring back what another one quiesced.
+
+A running workload's current replicas are the truth: quiescing it records what it runs now, even over
+a record an earlier shutdown or quiesce left behind (the service may have been scaled back by hand
+since). Only a workload already at 0 keeps its record, so a second quiesce never overwrites the
+replicas of the first with 0. Bringing back a workload that is running again only drops a stale record;
+it is never scaled to the record's older size.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -54,11 +59,13 @@ def plan_for(obj, state, replicas=None):
     if state == "down":
         if current == 0:
             return None, 0
-        keep = record if record is not None else current
-        return {"metadata": {"annotations": {RECORD: str(keep)}}, "spec": {"replicas": 0}}, 0
+        return {"metadata": {"annotations": {RECORD: str(current)}}, "spec": {"replicas": 0}}, 0
     if state == "restored":
         if record is None:
             return None, current
+        if current > 0:
+            # Running again (scaled back by hand): what it runs now wins; the record is stale.
+            return {"metadata": {"annotations": {RECORD: None}}}, current
         return {"metadata": {"annotations": {RECORD: None}}, "spec": {"replicas": record}}, record
     if current == replicas:
         return None, current

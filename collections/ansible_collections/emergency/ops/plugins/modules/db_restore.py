@@ -41,7 +41,10 @@ options:
     description: V(latest) or a backup id. Exactly one of O(backup) and O(before).
     type: str
   before:
-    description: Restore the newest complete backup made before this time (UTC unless it has an offset).
+    description:
+      - Restore the newest complete backup made before this time (UTC unless it has an offset), in any
+        form psql, C(date -Is) or ISO 8601 print, e.g. C(2026-12-02 06:05:16.763209+00).
+      - The time as read, in UTC, is returned as C(before) in RV(backup).
     type: str
   side:
     description: Name of the side database restored into.
@@ -92,7 +95,9 @@ stage:
   returned: always
   type: str
 backup:
-  description: The backup restored (id, created_at, database, objects, bytes, row_counts).
+  description: >-
+    The backup restored (id, created_at, database, objects, bytes, row_counts) and, with O(before),
+    before (the time as read, in UTC with its microseconds).
   returned: when resolved
   type: dict
 row_counts:
@@ -146,7 +151,9 @@ from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     Failure,
     connect,
     fetch,
+    iso_precise,
     live_swap,
+    parse_when,
     resolve,
     restore_side,
     side_state,
@@ -202,6 +209,8 @@ def restore(run):
         store.check()
         backup, _newest = resolve(store, p["backup"], p["before"])
         result["backup"] = {k: v for k, v in backup.items() if k != "row_counts"}
+        if p["before"]:
+            result["backup"]["before"] = iso_precise(parse_when(p["before"]))  # the time as read, UTC
         side_state(present, side, backup["id"], live)
         if keep_as in present:
             raise Failure("database %s already exists; refusing to overwrite it" % keep_as, "refused")

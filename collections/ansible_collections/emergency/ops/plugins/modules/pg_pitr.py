@@ -106,7 +106,8 @@ stage:
   type: str
 backup:
   description: >-
-    What was recovered; id (as recorded in the markers), target, set (the pgBackRest backup label),
+    What was recovered; id (as recorded in the markers), target (the time as read, in UTC with its
+    microseconds, e.g. 2026-12-02T06:05:16.763209Z), set (the pgBackRest backup label),
     window (start and end of the recoverable window), stopped (where recovery stopped, from the server's log).
   returned: when resolved
   type: dict
@@ -157,6 +158,7 @@ from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     count_side,
     databases,
     iso,
+    iso_precise,
     live_swap,
     parse_when,
     restore_side,
@@ -218,7 +220,7 @@ def recover(run):
         backup = choose(backups, target, now)
         recovery = {
             "id": "pitr %s from %s" % (iso(target), backup["label"]),
-            "target": iso(target),
+            "target": iso_precise(target),  # the time as read, in UTC, to the microsecond
             "set": backup["label"],
             "set_ended": iso(backup["stopped"]),
             "created_at": iso(backup["stopped"]),  # when the backup the recovery starts from was made

@@ -12,11 +12,14 @@ short_description: Scale Deployments and StatefulSets down to zero and back, rem
 description:
   - V(down) records each workload's replicas on the workload itself (annotation
     C(emergency.ops/replicas-before)) and scales it to 0, all at once, then waits until their pods
-    are gone. A record that already exists is kept, so a second shutdown never overwrites the
+    are gone. A running workload's current replicas are the truth: they are recorded even over a
+    record an earlier shutdown or quiesce left behind (the service may have been scaled back by hand
+    since). A workload already at 0 keeps its record, so a second shutdown never overwrites the
     replicas of the first with 0.
   - V(restored) scales each workload back to its recorded replicas, in the order given, waiting until
     each is rolled out and every replica ready before the next, then removes the record. A workload
-    with no record is left alone.
+    with no record is left alone; one that is running again keeps its replicas and only loses its
+    stale record.
   - V(present) sets O(replicas) on every workload and waits until they are ready.
   - The record lives on the object, not on the machine that ran the procedure, so any operator (or an
     AWX node) can resume what another shut down.
