@@ -11,14 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driver import ROOT
-
-sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     Failure,
     iso_precise,
     parse_when,
 )
+from driver import ROOT
 
 UTC = datetime.UTC
 MOMENT = datetime.datetime(2026, 12, 2, 6, 5, 16, 763209, tzinfo=UTC)
