@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -59,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("list", help="list the procedures")
     sandbox = commands.add_parser("sandbox", help="start, stop or reset the local sandbox platform")
-    sandbox.add_argument("action", choices=["up", "down", "status", "reset"])
+    sandbox.add_argument(
+        "action",
+        choices=["up", "down", "status", "reset", "traffic"],
+        help="traffic: the bounded load generator (sandbox traffic --help)",
+    )
     sandbox.add_argument("--json", action="store_true", help="print the endpoints as JSON")
     sandbox.add_argument(
         "--dir", default=None, help="state folder (default .sandbox, env EMERGENCY_SANDBOX_DIR)"
@@ -105,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["sandbox", "traffic"]:  # the load generator has options of its own
+        from sandbox import cli as sandbox_cli
+
+        return sandbox_cli.traffic(argv[2:], os.environ.get("EMERGENCY_SANDBOX_DIR"))
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":

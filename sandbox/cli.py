@@ -20,6 +20,16 @@ def run(action: str, folder: str | None, as_json: bool) -> int:
         return 1
 
 
+def traffic(argv: list[str], folder: str | None) -> int:
+    """``sandbox traffic``: the bounded load generator (sandbox/traffic.py), by default against the
+    sandbox's ingress once it has one."""
+    from sandbox import traffic as load
+
+    sandbox = Sandbox(Path(folder) if folder else None)
+    default = sandbox.status().get("ingress", {}).get("url") if sandbox.state else None
+    return load.main(argv, default_url=default)
+
+
 def _run(action: str, folder: str | None, as_json: bool) -> int:
     sandbox = Sandbox(Path(folder) if folder else None)
     if action == "down":
@@ -45,4 +55,5 @@ def _run(action: str, folder: str | None, as_json: bool) -> int:
     print(f"  postgres   127.0.0.1:{status['postgres']['port']} database {status['postgres']['database']}")
     print(f"  s3         {status['s3']['endpoint']} bucket {status['s3']['bucket']}")
     print(f"  redis      {status['redis']['url']}")
+    print(f"  receiver   {status['receiver']['url']} (GET /_received)")
     return 0 if all(status["running"].values()) else 1

@@ -53,7 +53,8 @@ ADMIN_USER = "postgres"
 BUCKET = "matchbook-backups"
 S3_REGION = "us-east-1"
 S3_KEY, S3_SECRET = "sandbox", "sandbox-secret"  # moto accepts any credentials
-COMPONENTS = ("postgres", "redis", "s3", "kubeapi")
+COMPONENTS = ("postgres", "redis", "s3", "kubeapi", "receiver")
+SERVERS = COMPONENTS[1:]  # the parts that are one process of ours to stop
 PGBACKREST = "/usr/bin/pgbackrest"
 STANZA = DATABASE
 
@@ -211,7 +212,7 @@ class Sandbox:
         data = self.pg_home / "postgres" / "data"
         if (data / "postmaster.pid").exists():
             self._pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop", check=False)
-        for name in ("redis", "s3", "kubeapi"):
+        for name in SERVERS:
             processes.stop(self.pid(name))
         self.state["pids"] = {}
         self.save()
@@ -220,7 +221,7 @@ class Sandbox:
         """Back to the seeded state: platform objects, database rows, cache and bucket."""
         if not self.state:
             return self.up()
-        for name in ("redis", "s3", "kubeapi"):
+        for name in SERVERS:
             processes.stop(self.pid(name))
         shutil.rmtree(self.dir / "redis", ignore_errors=True)
         if self.running("postgres"):
@@ -274,6 +275,8 @@ class Sandbox:
                 "region": S3_REGION,
             },
             "redis": {"url": f"redis://127.0.0.1:{ports.get('redis')}/0"},
+            # Answers as Slack, PagerDuty Events v2 and Statuspage do; GET <url>/_received lists calls.
+            "receiver": {"url": f"http://127.0.0.1:{ports.get('receiver')}"},
         }
 
     def write_endpoints(self) -> None:
@@ -285,6 +288,7 @@ class Sandbox:
             "postgres": {k: v for k, v in status["postgres"].items() if k != "dsn"},
             "s3": {k: v for k, v in status["s3"].items() if k != "secret_key"},
             "redis": status["redis"],
+            "receiver": status["receiver"],
             "pgbackrest": {
                 "config": str(self.pgbackrest_config()),
                 "stanza": STANZA,
@@ -523,6 +527,15 @@ class Sandbox:
         )
         processes.wait_for_port(port, 15, proc, "redis-server")
         self.state.setdefault("pids", {})["redis"] = proc.pid
+
+    def _start_receiver(self) -> None:
+        port = self.port("receiver")
+        proc = processes.spawn(
+            [sys.executable, "-m", "sandbox.receiver", "--port", str(port)],
+            self.dir / "logs" / "receiver.log",
+        )
+        processes.wait_for_port(port, 15, proc, "receiver")
+        self.state.setdefault("pids", {})["receiver"] = proc.pid
 
     def _start_s3(self) -> None:
         port = self.port("s3")

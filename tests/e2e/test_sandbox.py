@@ -82,3 +82,41 @@ def test_reset_restores_the_seeded_state(target, sandbox):
         ),
         what="seeded workloads ready",
     )
+
+
+def test_the_receiver_records_what_it_gets_and_the_load_generator_counts(target, sandbox):
+    """The receiver runs with the sandbox and lists the calls it got; `driver sandbox traffic` sends a
+    bounded number of requests and reports them (here against the receiver: no ingress yet)."""
+    import urllib.request
+
+    url = target.status["receiver"]["url"]
+    assert target.status["running"]["receiver"] is True
+    urllib.request.urlopen(urllib.request.Request(f"{url}/_received", method="DELETE"), timeout=10)
+    event = {
+        "routing_key": "sandbox-routing-key",
+        "event_action": "trigger",
+        "dedup_key": "INC-SANDBOX-1",
+        "payload": {"summary": "api 5xx", "source": "sandbox", "severity": "critical"},
+    }
+    request = urllib.request.Request(
+        f"{url}/v2/enqueue", json.dumps(event).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 202 and json.load(answer)["dedup_key"] == "INC-SANDBOX-1"
+    with urllib.request.urlopen(f"{url}/_received", timeout=10) as answer:
+        received = json.load(answer)
+    assert [(r["method"], r["path"]) for r in received] == [("POST", "/v2/enqueue")]
+    assert received[0]["body"]["routing_key"] == "***"
+
+    load = ["--url", url, "--path", "/_health", "--rps", "20", "--seconds", "2", "--json"]
+    run = subprocess.run(
+        [sys.executable, "-m", "driver", "sandbox", "traffic", *load],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **target.env},
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    total = json.loads(run.stdout)["total"]
+    assert total["sent"] == 40 and total["ok"] == 40 and total["failed"] == 0
