@@ -12,7 +12,7 @@ short_description: Scale Deployments and StatefulSets down to zero and back, rem
 description:
   - V(down) records each workload's replicas on the workload itself (annotation
     C(emergency.ops/replicas-before)) and scales it to 0, all at once, then waits until their pods
-    are gone. A running workload's current replicas are the truth: they are recorded even over a
+    are gone. A running workload's current replicas are the truth, so they are recorded even over a
     record an earlier shutdown or quiesce left behind (the service may have been scaled back by hand
     since). A workload already at 0 keeps its record, so a second shutdown never overwrites the
     replicas of the first with 0.
