@@ -408,10 +408,7 @@ class Sandbox:
         """The stanza and a first full backup (a new one when ``fresh``). A cluster started before WAL
         archiving was configured is restarted with it first."""
         data = self.pg_home / "postgres" / "data"
-        current = self._pg(
-            "psql", "-h", str(self.pg_home / "postgres" / "run"), "-p", str(self.port("postgres")),
-            "-U", "postgres", "-d", "postgres", "-tAc", "SHOW archive_command",
-        ).stdout.strip()  # fmt: skip
+        current = self._psql_as("postgres", "postgres", "-tAc", "SHOW archive_command").stdout.strip()
         if str(self.pgbackrest_config()) not in current:
             self._pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
             self._start_postgres()
@@ -424,41 +421,18 @@ class Sandbox:
         """The superuser gets a password for TCP logins (the socket stays trust-only, for the sandbox
         itself); it reaches psql on its standard input, never on a command line."""
         password = self.secret("postgres-admin-password")
-        run = self.pg_home / "postgres" / "run"
-        self._pg(
-            "psql",
-            "-h",
-            str(run),
-            "-p",
-            str(self.port("postgres")),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            input=f"ALTER ROLE {ADMIN_USER} PASSWORD '{password}';\n",
-        )
+        self._psql_as("postgres", "postgres", input=f"ALTER ROLE {ADMIN_USER} PASSWORD '{password}';\n")
+
+    def _psql_as(self, user: str, database: str, *args: str, **kw):
+        """psql over the cluster's socket (trust-only, for the sandbox itself); stops at an error."""
+        socket_dir = self.pg_home / "postgres" / "run"
+        return self._pg(
+            "psql", "-h", str(socket_dir), "-p", str(self.port("postgres")), "-U", user, "-d", database,
+            "-v", "ON_ERROR_STOP=1", "-q", *args, **kw,
+        )  # fmt: skip
 
     def _psql(self, sql: str, database: str = "postgres") -> None:
-        run = self.pg_home / "postgres" / "run"
-        self._pg(
-            "psql",
-            "-h",
-            str(run),
-            "-p",
-            str(self.port("postgres")),
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-c",
-            sql,
-        )
+        self._psql_as("postgres", database, "-c", sql)
 
     def _seed_database(self, recreate: bool) -> None:
         password = self.secret("postgres-password")
@@ -469,39 +443,9 @@ class Sandbox:
             f"CREATE ROLE {DB_USER} LOGIN CREATEDB; END IF; END $$"
         )
         # The password reaches psql on its standard input, never on a command line.
-        run = self.pg_home / "postgres" / "run"
-        self._pg(
-            "psql",
-            "-h",
-            str(run),
-            "-p",
-            str(self.port("postgres")),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            input=f"ALTER ROLE {DB_USER} PASSWORD '{password}';\n",
-        )
+        self._psql_as("postgres", "postgres", input=f"ALTER ROLE {DB_USER} PASSWORD '{password}';\n")
         self._psql(f"CREATE DATABASE {DATABASE} OWNER {DB_USER}")
-        seed = (HERE / "seed.sql").read_text()
-        self._pg(
-            "psql",
-            "-h",
-            str(run),
-            "-p",
-            str(self.port("postgres")),
-            "-U",
-            DB_USER,
-            "-d",
-            DATABASE,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            input=seed,
-        )
+        self._psql_as(DB_USER, DATABASE, input=(HERE / "seed.sql").read_text())
 
     def _start_redis(self) -> None:
         folder = self.dir / "redis"
