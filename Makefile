@@ -17,7 +17,7 @@ demo: install
 	$(PY) -m driver restore --backup latest --yes --reason "demo: restore the newest backup beside the live database and swap it in"
 
 test: install lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=15
 	$(MAKE) drills
 
 lint: install
