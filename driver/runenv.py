@@ -7,7 +7,8 @@ evidence that gets kept and shared. So the run's environment is built here inste
 
 * only the variables the playbooks and modules read are passed at all (``allowed``): the locale and
   home of the operator, ``ANSIBLE_*``, ``K8S_AUTH_*`` and ``KUBECONFIG``, ``AWS_*``, ``PG*``, the proxy
-  and CA settings, the sandbox's folder, and whatever the operator names with ``--pass-env``; the rest
+  and CA settings, the in-cluster API address, the project's own ``EMERGENCY_*`` settings, and whatever
+  the operator names with ``--pass-env``; the rest
   (``VAULT_TOKEN``, ``SLACK_WEBHOOK_URL``, ``*_PASSWORD``...) never leaves the driver;
 * of those, the ones that can hold a credential are *private*: they are not in the environment
   ansible-runner sees (and records), but handed to the run through a FIFO in a private temporary
@@ -48,7 +49,9 @@ PLAIN = (
     "TZ",
     "TMPDIR",
     "PYTHONPATH",
-    "EMERGENCY_SANDBOX_DIR",
+    "KUBERNETES_SERVICE_HOST",  # in a pod (AWX, the watch Deployment): where the API server is
+    "KUBERNETES_SERVICE_PORT",
+    "EMERGENCY_*",  # the project's own settings: the sandbox's folder, a test's stand-in pg_restore
 )
 """Passed and recorded as they are: they locate things, they grant nothing."""
 
