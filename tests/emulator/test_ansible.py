@@ -141,10 +141,8 @@ def test_kubernetes_core_modules(kube_env, tmp_path):
             "localhost,",
             "-c",
             "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            "-e",
-            f"out={out}",
+            "-e",  # JSON: key=value would split a path with a space in it
+            json.dumps({"ansible_python_interpreter": sys.executable, "out": str(out)}),
             str(playbook),
         ],
         env=env,
