@@ -26,14 +26,15 @@ NAMESPACES = [f"fleet-{n:02d}" for n in range(10)]
 SERVICES = ["ingest", "api", "worker", "scheduler", "notifier"]  # restart order within a namespace
 
 
-def deployment(name: str) -> dict:
+def deployment(name: str, replicas: int = 1) -> dict:
+    """A Deployment of the fleet (the bench's and the fleet test's)."""
     labels = {"app.kubernetes.io/name": name}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "labels": labels},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "progressDeadlineSeconds": 60,
             "selector": {"matchLabels": labels},
             "template": {

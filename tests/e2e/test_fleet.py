@@ -10,27 +10,10 @@ import pytest
 import yaml
 
 from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
+from bench.fleet import deployment
 from tests.conftest import wait_for
 
 SERVICES = ["api", "worker"]  # the restart order in every namespace
-
-
-def deployment(name: str, replicas: int) -> dict:
-    labels = {"app.kubernetes.io/name": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "progressDeadlineSeconds": 60,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": name, "image": f"ghcr.io/fleet/{name}:v1"}]},
-            },
-        },
-    }
 
 
 def ready(kube: Kube, name: str, replicas: int) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import traffic
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,9 +136,7 @@ def test_fractional_rates_plan_the_rounded_count(url):
 
 def test_a_background_run_stops_early(url):
     handle = traffic.start(url, rps=50, seconds=60, paths=["/ok"])
-    deadline = time.monotonic() + 10
-    while handle.report().sent < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: handle.report().sent >= 20, timeout=10, what="20 requests sent")
     handle.stop()
     report = handle.wait(timeout=10)
     assert handle.done
@@ -233,9 +232,7 @@ def test_command_line_json_and_sigterm(server, url):
     )
     try:
         # Signal it once it is sending, so its handler is in place.
-        deadline = time.monotonic() + 20
-        while server.hits["/ok"] < 8 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: server.hits["/ok"] >= 8, timeout=20, what="the generator sending")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)
     finally:
