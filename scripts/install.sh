@@ -13,6 +13,9 @@ declare -A need=(
   [/usr/bin/redis-server]=redis-server
   [/usr/bin/kubectl]=kubernetes-client
   [/usr/bin/pgbackrest]=pgbackrest
+  [/usr/sbin/nginx]=nginx
+  [/usr/bin/prometheus]=prometheus
+  [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
 )
 missing=()
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
