@@ -5,12 +5,17 @@ had at any moment, until no pod of the namespace is left on the node and every s
 again (or the timeout passes). Appends one JSON line to OUTPUT:
 {"node", "samples", "settled", "budgets": {name: {"min_available", "min_healthy", "pods_on_node"}}}.
 
-    python watch_budgets.py KUBECONFIG NAMESPACE NODE OUTPUT [TIMEOUT]
+    python watch_budgets.py [--detach] KUBECONFIG NAMESPACE NODE OUTPUT [TIMEOUT]
+
+``--detach`` returns at once and watches in a background process, which creates OUTPUT.done when it
+has written its line. The drill starts it that way rather than with Ansible's ``async``, whose
+wrapper runs the interpreter's path unquoted and so fails from a clone whose path has a space.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -25,9 +30,28 @@ def selects(selector: dict, pod: dict) -> bool:
     return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
 
 
+def detach(done: str) -> bool:
+    """Forks a session of its own for the watch; True in the watcher, False in the caller."""
+    if os.path.exists(done):
+        os.unlink(done)  # a marker from an earlier run must not end this one's wait
+    if os.fork():
+        return False
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    return True
+
+
 def main() -> None:
-    kubeconfig, namespace, node, output = sys.argv[1:5]
-    timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 120.0
+    args = sys.argv[1:]
+    detached = args[:1] == ["--detach"]
+    if detached:
+        args = args[1:]
+    kubeconfig, namespace, node, output = args[:4]
+    timeout = float(args[4]) if len(args) > 4 else 120.0
+    if detached and not detach(output + ".done"):
+        return
     kube = Kube(kubeconfig, None, namespace)
     budgets = kube.request("GET", f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets")["items"]
     seen = {
@@ -59,6 +83,9 @@ def main() -> None:
     with open(output, "a", encoding="utf-8") as out:
         out.write(json.dumps(record) + "\n")
     print(json.dumps(record))
+    if detached:
+        with open(output + ".done", "w", encoding="utf-8"):
+            pass
 
 
 if __name__ == "__main__":
