@@ -1,11 +1,14 @@
-"""Reads the roles' ``meta/argument_specs.yml``: the one place a procedure's arguments are described.
+"""Reads the roles' ``meta/argument_specs.yml``: the one place a procedure's options are declared.
 
-The CLI's ``--help`` and the AWX surveys take their descriptions from here, so they cannot drift
-from what Ansible itself validates when the role starts.
+Each option's type, whether it is required, its choices, default and description come from here; the
+CLI's flags and ``--help``, the driver's checks and the AWX surveys are derived from them, so they
+cannot drift from what Ansible itself validates when the role starts.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -17,6 +20,25 @@ from driver import ROOT
 # a tenth of the pure-Python one's time.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# Ansible's documentation markup: C(code), I(italic), B(bold), M(module), U(url), L(text,url),
+# O(option), V(value), E(env var), P(plugin#type), R(text,anchor).
+_MARKUP = re.compile(r"\b([CIBMUOVEP]|L|R)\(((?:[^()\\]|\\.)*)\)")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: str  # str, int, bool, list, dict, ...
+    elements: str | None
+    required: bool
+    choices: tuple[Any, ...]
+    default: Any
+    description: str  # plain text, markup rendered
+
+    @property
+    def has_default(self) -> bool:
+        return self.default not in (None, "", [], {})
+
 
 @cache
 def entry_point(role: str, entry: str = "main") -> dict[str, Any]:
@@ -25,14 +47,35 @@ def entry_point(role: str, entry: str = "main") -> dict[str, Any]:
         return yaml.load(handle, Loader=_LOADER)["argument_specs"][entry]
 
 
-def option(role: str, var: str) -> dict[str, Any]:
-    return entry_point(role)["options"][var]
+def plain(text: str | list[str]) -> str:
+    """The markup rendered as a reader of a terminal or a form reads it: C(latest) -> latest,
+    L(docs,https://x) -> docs (https://x), U(https://x) -> https://x."""
+    text = " ".join(text) if isinstance(text, list) else str(text or "")
+
+    def render(match: re.Match) -> str:
+        kind, inner = match.group(1), match.group(2).replace("\\", "")
+        if kind in ("L", "R"):
+            label, _, target = inner.partition(",")
+            return f"{label.strip()} ({target.strip()})" if kind == "L" else label.strip()
+        if kind == "P":
+            return inner.partition("#")[0]
+        return inner
+
+    return _MARKUP.sub(render, text)
 
 
-def description(role: str, var: str) -> str:
-    text = option(role, var).get("description", "")
-    return " ".join(text) if isinstance(text, list) else text
+def option(role: str, var: str) -> Option:
+    raw = entry_point(role)["options"][var]
+    return Option(
+        name=var,
+        type=raw.get("type", "str"),
+        elements=raw.get("elements"),
+        required=bool(raw.get("required")),
+        choices=tuple(raw.get("choices") or ()),
+        default=raw.get("default"),
+        description=plain(raw.get("description", "")),
+    )
 
 
 def summary(role: str) -> str:
-    return entry_point(role).get("short_description", "")
+    return plain(entry_point(role).get("short_description", ""))

@@ -13,37 +13,61 @@ from typing import Any
 
 import yaml
 
-from driver import ROOT, argspec, inventory
-from driver.registry import PROCEDURES, Procedure
+from driver import ROOT, inventory
+from driver.procedure import Procedure
+from driver.registry import PROCEDURES
 from driver.settings import SEVERITIES
 
-SURVEY_TYPES = {"str": "text", "int": "integer", "bool": "multiplechoice", "list": "multiselect"}
 EXAMPLE_INVENTORY = ROOT / "inventories" / "example"
+# What AWX accepts as a question's type (awx/main/models/mixins.py, SurveyJobTemplateMixin).
+AWX_TYPES = ("text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect")
 
 
-def _service_names() -> list[str]:
+def _names(kind: str) -> list[str]:
     """Survey choices are static: they come from the production-shaped example inventory."""
-    return [str(name) for name in inventory.load(str(EXAMPLE_INVENTORY)).service_names]
+    platform = inventory.load(str(EXAMPLE_INVENTORY))
+    names = platform.deployment_names if kind == "deployment" else platform.all_service_names
+    return [str(name) for name in names]
 
 
-def _question(
-    procedure: Procedure, flag: str, var: str, kind: str, names: str | None = None
-) -> dict[str, Any]:
-    option = argspec.option(procedure.role, var)
-    question: dict[str, Any] = {
-        "question_name": f"{flag} ({var})",
-        "question_description": argspec.description(procedure.role, var),
-        "variable": var,
-        "type": SURVEY_TYPES[kind],
-        "required": False,
-    }
-    if kind == "bool":
-        question.update(choices=["true", "false"], default=str(option.get("default", False)).lower())
-    elif "default" in option and option["default"] not in ([], None, ""):
-        question["default"] = option["default"]
-    if names == "service":
-        question["choices"] = _service_names()
-    return question
+def _question(procedure: Procedure, flag: str, var: str, names: str | None = None) -> dict[str, Any]:
+    """One question, typed as the role's spec declares the option and answered in a form the role's
+    argument validation reads: AWX passes a multiselect as a list, and Ansible reads a list from
+    comma-separated text and a dict from KEY=VALUE pairs."""
+    option = procedure.option(var)
+    alternative = flag in procedure.one_of
+    description = option.description
+    question: dict[str, Any] = {"question_name": f"{flag} ({var})", "variable": var}
+    if option.type == "bool":
+        question.update(type="multiplechoice", choices=["true", "false"])
+        question["default"] = str(bool(option.default)).lower()
+    elif names or option.choices:
+        choices = _names(names) if names else [str(c) for c in option.choices]
+        multiple = option.type == "list"
+        question.update(type="multiselect" if multiple else "multiplechoice", choices=choices)
+        if option.has_default:
+            default = option.default if isinstance(option.default, list) else [option.default]
+            question["default"] = "\n".join(str(d) for d in default if str(d) in choices)
+    elif option.type == "int":
+        question["type"] = "integer"
+        if option.has_default:
+            question["default"] = option.default
+    elif option.type == "list":
+        question["type"] = "text"
+        description += " Several values separated by commas."
+    elif option.type == "dict":
+        question["type"] = "text"
+        description += ' KEY=VALUE pairs separated by commas (quote a value with spaces: KEY="a b").'
+    else:
+        question["type"] = "text"
+        if option.has_default:
+            question["default"] = str(option.default)
+    if alternative:
+        description += f" Give exactly one of {' or '.join(procedure.one_of)}."
+    question["question_description"] = description
+    question["required"] = option.required and not alternative
+    order = ("question_name", "question_description", "variable", "type", "required", "choices", "default")
+    return {key: question[key] for key in order if key in question}
 
 
 def template(procedure: Procedure) -> dict[str, Any]:
@@ -68,13 +92,10 @@ def template(procedure: Procedure) -> dict[str, Any]:
         },
     ]
     for argument in procedure.arguments:
-        spec.append(_question(procedure, argument.flag, argument.var, argument.kind, argument.names))
-    for flag, var, kind in (
-        ("--force", procedure.force_var, "bool"),
-        ("--timeout", procedure.timeout_var, "int"),
-    ):
+        spec.append(_question(procedure, argument.flag, argument.var, argument.names))
+    for flag, var in (("--force", procedure.force_var), ("--timeout", procedure.timeout_var)):
         if var:
-            spec.append(_question(procedure, flag, var, kind))
+            spec.append(_question(procedure, flag, var))
     return {
         "name": f"Emergency | {procedure.name}",
         "description": procedure.description,

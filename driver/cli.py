@@ -30,7 +30,8 @@ from driver import (
     validate,
 )
 from driver.incident import Incident, iso, make_private, new_id, scrub_recorded_environments, utcnow
-from driver.registry import PROCEDURES, Procedure
+from driver.procedure import Argument, Procedure
+from driver.registry import PROCEDURES
 from driver.results import Result, Step, from_stats
 from driver.validate import InputError
 
@@ -80,33 +81,34 @@ def build_parser() -> argparse.ArgumentParser:
         )
         own = sub.add_argument_group(f"{procedure.name} arguments")
         for argument in procedure.arguments:
-            dest = argument.var
-            if not argument.flag.startswith("-"):  # positional words, e.g. set-env's KEY=VALUE...
-                own.add_argument(
-                    argument.var, nargs="*", metavar=argument.metavar, help=procedure.help_for(argument)
-                )
-            elif argument.kind == "bool":
-                own.add_argument(
-                    argument.flag, dest=dest, action="store_true", help=procedure.help_for(argument)
-                )
-            elif argument.kind == "list":
-                own.add_argument(
-                    argument.flag,
-                    dest=dest,
-                    action="append",
-                    metavar=argument.metavar,
-                    help=procedure.help_for(argument),
-                )
-            else:
-                own.add_argument(
-                    argument.flag,
-                    dest=dest,
-                    metavar=argument.metavar,
-                    type=int if argument.kind == "int" else str,
-                    help=procedure.help_for(argument),
-                )
+            add_option(own, procedure, argument)
         settings.add_arguments(sub)
     return parser
+
+
+def add_option(group: argparse._ArgumentGroup, procedure: Procedure, argument: Argument) -> None:
+    """A flag as the role's spec declares the option: its type, choices, default and description."""
+    option = procedure.option(argument)
+    notes = []
+    if option.choices:
+        notes.append("one of: " + ", ".join(map(str, option.choices)))
+    if option.has_default and option.type != "bool":
+        notes.append(f"default: {option.default}")
+    if procedure.required(argument):
+        notes.append("required")
+    text = option.description + (f" ({'; '.join(notes)})" if notes else "")
+    text = text.replace("%", "%%")  # argparse formats help with %
+    if not argument.flag.startswith("-"):  # positional words, e.g. set-env's KEY=VALUE...
+        group.add_argument(argument.var, nargs="*", metavar=argument.metavar, help=text)
+    elif option.type == "bool":
+        group.add_argument(argument.flag, dest=argument.var, action="store_true", help=text)
+    elif option.type == "list":
+        group.add_argument(
+            argument.flag, dest=argument.var, action="append", metavar=argument.metavar, help=text
+        )
+    else:  # int, str, and a dict given as text that the procedure's check parses (cpu=1,memory=1Gi)
+        kind = int if option.type == "int" else str
+        group.add_argument(argument.flag, dest=argument.var, metavar=argument.metavar, type=kind, help=text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,20 +172,36 @@ class Run:
         extravars: dict[str, Any] = {}
         for argument in self.procedure.arguments:
             value = getattr(self.args, argument.var)
-            if argument.names == "service":
-                choices = self.platform.all_service_names
-                for name in value or []:
-                    validate.dns_label(name, "service", choices)
+            self.check_option(argument, value)
             if value is not None:
                 extravars[argument.var] = value
-        check = self.procedure.extra.get("validate")
-        if check:  # the procedure's own checks; it may normalise values (e.g. KEY=VALUE pairs to a map)
-            check(extravars, self.platform)
+        if self.procedure.check:  # the procedure's own checks; it may normalise values (KEY=VALUE -> map)
+            self.procedure.check(extravars, self.platform)
         if self.procedure.force_var:
             extravars[self.procedure.force_var] = bool(values["force"])
         if self.procedure.timeout_var:
             extravars[self.procedure.timeout_var] = values["timeout"]
         return Incident(base, incident_id), extravars
+
+    def check_option(self, argument: Argument, value: Any) -> None:
+        """What the spec requires of one option, and the inventory's names for those that name one."""
+        procedure, option = self.procedure, self.procedure.option(argument)
+        label = argument.flag if argument.flag.startswith("-") else (argument.metavar or argument.var)
+        if procedure.required(argument) and value in (None, False, []):
+            raise InputError(f"{procedure.name}: {label} is required")
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        if option.choices and option.type != "bool":
+            for item in values:
+                if item not in option.choices:
+                    valid = ", ".join(map(str, option.choices))
+                    raise InputError(f"{procedure.name}: {label} {str(item)[:40]!r} is not one of: {valid}")
+        if argument.names:
+            for name in values:
+                validate.dns_label(name, "service", self.platform.all_service_names)
+        if argument.names == "deployment":
+            others = [n for n in values if n not in self.platform.deployment_names]
+            if others:
+                raise InputError(f"only Deployments keep revisions to roll back to; not: {', '.join(others)}")
 
     def confirm(self) -> bool:
         """Destructive procedures need --yes or the target's name typed at a prompt."""

@@ -34,6 +34,11 @@ class Platform:
         return [s.get("name") for s in self.all_services]
 
     @property
+    def deployment_names(self) -> list[str]:
+        """The services that are Deployments (the only kind that keeps revisions to roll back to)."""
+        return [s.get("name") for s in self.all_services if s.get("kind", "Deployment") == "Deployment"]
+
+    @property
     def namespaces(self) -> list[tuple[str, str]]:
         """(host, namespace) of every host, one namespace lock each."""
         return [

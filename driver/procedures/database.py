@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from driver.registry import Argument, Procedure
+from driver.procedure import Argument, Procedure
 
 
 def _size(n: int | None) -> str:
@@ -157,7 +157,7 @@ PROCEDURES = (
         name="backup",
         role="backup",
         runbooks=("000 Database Recovery (backups)", "001 daily backup with 30-day retention"),
-        arguments=(Argument("--prune", "backup_prune", kind="bool"),),
+        arguments=(Argument("--prune", "backup_prune"),),
         summarize=summarize_backup,
     ),
     Procedure(
@@ -178,7 +178,7 @@ PROCEDURES = (
         destructive=True,
         timeout_var="restore_timeout",
         summarize=summarize_restore,
-        extra={"validate": check_restore_time},
+        check=check_restore_time,
     ),
     Procedure(
         name="restore-undo",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from driver.registry import Argument, Procedure
+from driver.procedure import Argument, Procedure
 
 
 def label(service: dict[str, Any]) -> str:
@@ -52,8 +52,8 @@ PROCEDURES = (
             "002/003 restart steps",
         ),
         arguments=(
-            Argument("--service", "restart_services", kind="list", names="service", metavar="NAME"),
-            Argument("--all", "restart_all", kind="bool"),
+            Argument("--service", "restart_services", names="service", metavar="NAME"),
+            Argument("--all", "restart_all"),
         ),
         one_of=("--service", "--all"),
         force_var="restart_force",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from driver.registry import Argument, Procedure
+from driver.procedure import Argument, Procedure
 from driver.validate import InputError
 
 IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -34,21 +34,12 @@ def check_rollback(values: dict[str, Any], platform) -> None:
     tag = values.get("rollback_image")
     if tag is not None and not IMAGE_TAG.match(tag):
         raise InputError(f"--image {tag[:40]!r} is not an image tag (letters, digits, '_', '.', '-')")
-    _deployments_only(values.get("rollback_services") or [], platform)
 
 
 def check_recover(values: dict[str, Any], platform) -> None:
     seconds = values.get("recover_deployment_not_ready_seconds")
     if seconds is not None and not 0 < seconds <= 86400:
         raise InputError(f"--not-ready-seconds must be above 0 and at most 86400, got {seconds}")
-    _deployments_only(values.get("recover_deployment_services") or [], platform)
-
-
-def _deployments_only(names: list[str], platform) -> None:
-    kinds = {s["name"]: s.get("kind", "Deployment") for s in platform.all_services}
-    others = [n for n in names if kinds.get(n) != "Deployment"]
-    if others:
-        raise InputError(f"only Deployments keep revisions to roll back to; not: {', '.join(others)}")
 
 
 def check_scale(values: dict[str, Any], platform) -> None:
@@ -224,38 +215,35 @@ PROCEDURES = (
             "003 P0 outage (rollback)",
         ),
         arguments=(
-            Argument("--service", "rollback_services", kind="list", names="service", metavar="NAME"),
-            Argument("--to-revision", "rollback_to_revision", kind="int", metavar="N"),
+            Argument("--service", "rollback_services", names="deployment", metavar="NAME"),
+            Argument("--to-revision", "rollback_to_revision", metavar="N"),
             Argument("--image", "rollback_image", metavar="TAG"),
         ),
-        one_of=("--service",),
         timeout_var="rollback_timeout",
         summarize=summarize_rollback,
-        extra={"validate": check_rollback},
+        check=check_rollback,
     ),
     Procedure(
         name="recover-deployment",
         role="recover_deployment",
         runbooks=("002 Failed Deployment Recovery", "003 P0 outage (rollback)"),
         arguments=(
-            Argument(
-                "--service", "recover_deployment_services", kind="list", names="service", metavar="NAME"
-            ),
-            Argument("--all", "recover_deployment_all", kind="bool"),
-            Argument("--not-ready-seconds", "recover_deployment_not_ready_seconds", kind="int", metavar="N"),
+            Argument("--service", "recover_deployment_services", names="deployment", metavar="NAME"),
+            Argument("--all", "recover_deployment_all"),
+            Argument("--not-ready-seconds", "recover_deployment_not_ready_seconds", metavar="N"),
         ),
         one_of=("--service", "--all"),
         timeout_var="recover_deployment_timeout",
         summarize=summarize_rollback,
-        extra={"validate": check_recover},
+        check=check_recover,
     ),
     Procedure(
         name="shutdown",
         role="shutdown",
         runbooks=("000 Emergency Service Shutdown", "002 breach isolation (scale 0)"),
         arguments=(
-            Argument("--service", "shutdown_services", kind="list", names="service", metavar="NAME"),
-            Argument("--all", "shutdown_all", kind="bool"),
+            Argument("--service", "shutdown_services", names="service", metavar="NAME"),
+            Argument("--all", "shutdown_all"),
         ),
         destructive=True,
         one_of=("--service", "--all"),
@@ -267,8 +255,8 @@ PROCEDURES = (
         role="resume",
         runbooks=("000 Emergency Service Shutdown (scale back up)",),
         arguments=(
-            Argument("--service", "resume_services", kind="list", names="service", metavar="NAME"),
-            Argument("--all", "resume_all", kind="bool"),
+            Argument("--service", "resume_services", names="service", metavar="NAME"),
+            Argument("--all", "resume_all"),
         ),
         one_of=("--service", "--all"),
         timeout_var="resume_timeout",
@@ -279,54 +267,50 @@ PROCEDURES = (
         role="scale",
         runbooks=("002 scale", "003 Performance Degradation", "003 Worker Queue Backlog"),
         arguments=(
-            Argument("--service", "scale_services", kind="list", names="service", metavar="NAME"),
-            Argument("--replicas", "scale_replicas", kind="int", metavar="N"),
+            Argument("--service", "scale_services", names="service", metavar="NAME"),
+            Argument("--replicas", "scale_replicas", metavar="N"),
             Argument("--resources", "scale_resources", metavar="cpu=Q,memory=Q"),
         ),
-        one_of=("--service",),
         force_var="scale_force",
         timeout_var="scale_timeout",
         summarize=summarize_scaled,
-        extra={"validate": check_scale},
+        check=check_scale,
     ),
     Procedure(
         name="set-env",
         role="set_env",
         runbooks=("003 Performance Degradation (debug logging)", "003 Database Connectivity Loss"),
         arguments=(
-            Argument("--service", "set_env_services", kind="list", names="service", metavar="NAME"),
-            Argument("env", "set_env_vars", kind="list", metavar="KEY=VALUE"),
+            Argument("--service", "set_env_services", names="service", metavar="NAME"),
+            Argument("env", "set_env_vars", metavar="KEY=VALUE"),
         ),
-        one_of=("--service",),
         timeout_var="set_env_timeout",
         summarize=summarize_env,
-        extra={"validate": check_set_env},
+        check=check_set_env,
     ),
     Procedure(
         name="unset-env",
         role="unset_env",
         runbooks=("003 Performance Degradation (debug logging off)", "003 Database Connectivity Loss"),
         arguments=(
-            Argument("--service", "unset_env_services", kind="list", names="service", metavar="NAME"),
-            Argument("env", "unset_env_vars", kind="list", metavar="KEY"),
+            Argument("--service", "unset_env_services", names="service", metavar="NAME"),
+            Argument("env", "unset_env_vars", metavar="KEY"),
         ),
-        one_of=("--service",),
         timeout_var="unset_env_timeout",
         summarize=summarize_env,
-        extra={"validate": check_unset_env},
+        check=check_unset_env,
     ),
     Procedure(
         name="restart-unhealthy",
         role="restart_unhealthy",
         runbooks=("003 Performance Degradation (restart pods not running)", "002 restart"),
         arguments=(
-            Argument("--service", "restart_unhealthy_services", kind="list", names="service", metavar="NAME"),
-            Argument("--min-age", "restart_unhealthy_min_age", kind="int", metavar="SECONDS"),
+            Argument("--service", "restart_unhealthy_services", names="service", metavar="NAME"),
+            Argument("--min-age", "restart_unhealthy_min_age", metavar="SECONDS"),
         ),
-        one_of=("--service",),
         timeout_var="restart_unhealthy_timeout",
         summarize=summarize_pods,
-        extra={"validate": check_min_age},
+        check=check_min_age,
     ),
     Procedure(
         name="db-pod-recover",
@@ -342,19 +326,17 @@ PROCEDURES = (
         runbooks=("000 Kubernetes Cluster Issues (cordon, drain)",),
         arguments=(Argument("--node", "drain_node", metavar="NODE"),),
         destructive=True,
-        one_of=("--node",),
         timeout_var="drain_timeout",
         summarize=summarize_node,
-        extra={"validate": check_node("drain_node")},
+        check=check_node("drain_node"),
     ),
     Procedure(
         name="uncordon",
         role="uncordon",
         runbooks=("000 Kubernetes Cluster Issues (uncordon)",),
         arguments=(Argument("--node", "uncordon_node", metavar="NODE"),),
-        one_of=("--node",),
         timeout_var="uncordon_timeout",
         summarize=summarize_node,
-        extra={"validate": check_node("uncordon_node")},
+        check=check_node("uncordon_node"),
     ),
 )

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -17,11 +18,35 @@ def test_every_procedure_has_playbook_role_and_documented_arguments():
     for procedure in PROCEDURES.values():
         assert (ROOT / "playbooks" / procedure.playbook).is_file()
         assert procedure.description, procedure.name
-        for argument in procedure.arguments:
-            assert procedure.help_for(argument), (procedure.name, argument.flag)
         spec_options = argspec.entry_point(procedure.role)["options"]
+        for argument in procedure.arguments:
+            assert argument.var in spec_options, (procedure.name, argument.var)
+            assert procedure.option(argument).description, (procedure.name, argument.flag)
         for var in (procedure.force_var, procedure.timeout_var):
             assert var is None or var in spec_options
+        # An alternative is never required on its own, and a single required option is not restated.
+        for flag in procedure.one_of:
+            assert len(procedure.one_of) > 1, (procedure.name, flag)
+
+
+def test_the_procedure_modules_import_on_their_own():
+    import subprocess
+    import sys
+
+    for module in ("driver.procedures.service", "driver.procedures.restart", "driver.procedures.database"):
+        proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_markup_is_rendered_for_a_reader():
+    assert (
+        argspec.plain("C(latest) or an id such as C(2026) (C(--backup))")
+        == "latest or an id such as 2026 (--backup)"
+    )
+    assert argspec.plain("see L(the docs,https://x.example) or U(https://y.example)") == (
+        "see the docs (https://x.example) or https://y.example"
+    )
+    assert argspec.plain(["I(one)", "B(two) O(a=b) V(c) E(HOME)"]) == "one two a=b c HOME"
 
 
 def test_settings_record_their_source(monkeypatch):
@@ -46,8 +71,20 @@ def test_help_comes_from_the_argument_spec(capsys):
         cli.main(["restart", "--help"])
     assert caught.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert argspec.description("restart", "restart_all").split(".")[0] in out
+    assert argspec.option("restart", "restart_all").description.split(".")[0] in out
     assert "--incident" in out and "--check" in out and "Runbooks:" in out
+    assert "C(" not in out
+
+
+def test_help_shows_no_raw_markup_and_says_what_is_required(capsys):
+    for procedure in PROCEDURES.values():
+        with pytest.raises(SystemExit):
+            cli.main([procedure.name, "--help"])
+        out = capsys.readouterr().out
+        assert not re.search(r"\b[CIBOVULMEP]\(", out), procedure.name
+        for argument in procedure.arguments:
+            if procedure.required(argument):
+                assert "required" in out, (procedure.name, argument.flag)
 
 
 def test_new_incident_ids_do_not_collide(tmp_path):
@@ -91,20 +128,6 @@ def test_result_schema_fields():
     assert required <= set(data)
     assert data["schema"] == SCHEMA
     json.dumps(data)
-
-
-def test_awx_job_templates_are_generated_from_the_registry():
-    import yaml
-
-    from driver import ROOT, awx
-
-    committed = (ROOT / "awx" / "job_templates.yml").read_text()
-    assert committed == awx.render(), "stale: run python -m driver.awx > awx/job_templates.yml"
-    templates = yaml.safe_load(committed)["controller_templates"]
-    assert {t["name"] for t in templates} == {f"Emergency | {name}" for name in PROCEDURES}
-    for t in templates:
-        variables = {q["variable"] for q in t["survey_spec"]["spec"]}
-        assert "incident_id" in variables
 
 
 @pytest.mark.parametrize(
