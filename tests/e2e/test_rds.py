@@ -349,3 +349,12 @@ def test_restore_from_snapshot_with_the_rds_api_unreachable_exits_4(
     assert instance_ids(rds) == ids
     assert secret_values(target)["host"] == platform["host"]
     assert revisions(target) == before
+
+
+def test_awx_template_runs_in_check_mode_with_its_survey_answers(target, rds, platform, tmp_path):
+    """db-failover's job template as AWX runs it (see test_awx_templates.py), on the RDS inventory."""
+    from tests.e2e.test_awx_templates import TEMPLATES, assert_read_the_answers, run_in_check_mode
+
+    before = secret_values(target)
+    assert_read_the_answers(run_in_check_mode(TEMPLATES["db-failover"], INVENTORY, target.env, tmp_path))
+    assert secret_values(target) == before

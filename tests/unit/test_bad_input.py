@@ -40,6 +40,9 @@ def run(tmp_path, *args):
         (["restart"], "exactly one of --service or --all"),
         (["restart", "--all", "--service", "api"], "exactly one of --service or --all"),
         (["restart", "--all", "--incident", "../../etc"], "incident id"),
+        (["drain", "--yes"], "drain: --node is required"),
+        (["set-env", "--service", "api"], "set-env: KEY=VALUE is required"),
+        (["rollback", "--service", "postgres"], "only Deployments keep revisions"),
         (["restart", "--all", "--timeout", "0"], "--timeout must be"),
         (
             ["restart", "--all", "--pass-env", "VAULT_TOKEN,$(id)"],
