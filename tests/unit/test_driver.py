@@ -164,3 +164,18 @@ def test_failures_are_classified_by_outcome_and_preflight(name, message, res, co
     result = Result("restore", {"id": "INC-1"}, {}, {}, False, "2026-11-22T09:31:00Z")
     assert cli.Run.classify(SimpleNamespace(cancel=Event()), outcome, result) == code
     assert result.errors[0]["step"] == name
+
+
+def test_every_playbook_is_the_procedure_protocol_around_its_role():
+    """Platform check, lock and release live in role `procedure`; a playbook only names its role."""
+    import yaml
+
+    from driver import ROOT
+
+    for procedure in PROCEDURES.values():
+        plays = yaml.safe_load((ROOT / "playbooks" / procedure.playbook).read_text())
+        assert len(plays) == 1 and "tasks" not in plays[0], procedure.playbook
+        (role,) = plays[0]["roles"]
+        assert role["role"] == "procedure" and role["procedure_role"] == procedure.role, procedure.playbook
+    playbooks = {p.name for p in (ROOT / "playbooks").glob("*.yml")}
+    assert playbooks == {p.playbook for p in PROCEDURES.values()}
