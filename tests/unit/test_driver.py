@@ -151,9 +151,7 @@ def test_result_schema_fields():
     ],
 )
 def test_failures_are_classified_by_outcome_and_preflight(name, message, res, code):
-    from threading import Event
-    from types import SimpleNamespace
-
+    from driver.outcome import classify
     from driver.results import Step
     from driver.runner import RunOutcome
 
@@ -162,7 +160,7 @@ def test_failures_are_classified_by_outcome_and_preflight(name, message, res, co
         status="failed", rc=2, steps=[step], failures=[{"step": step, "res": res, "unreachable": False}]
     )
     result = Result("restore", {"id": "INC-1"}, {}, {}, False, "2026-11-22T09:31:00Z")
-    assert cli.Run.classify(SimpleNamespace(cancel=Event()), outcome, result) == code
+    assert classify(outcome, result, cancelled=False) == code
     assert result.errors[0]["step"] == name
 
 
