@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,19 @@ def driver(target, incidents):
         return DriverRun(proc.returncode, result, proc.stdout, proc.stderr)
 
     return run
+
+
+def incident_id(prefix: str = "INC-TEST") -> str:
+    """A fresh incident id, so that no test's runs or lock meet another's."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``-m quick``: the tests that need no sandbox (unit and emulator), a loop of about a minute;
+    ``-m platform``: those that run against the sandbox or the application's real parts."""
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        item.add_marker(pytest.mark.quick if folder in ("unit", "emulator") else pytest.mark.platform)
 
 
 def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -19,13 +18,9 @@ import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
 from driver import ROOT
-from tests.conftest import processes_mentioning, wait_for
+from tests.conftest import incident_id, processes_mentioning, wait_for
 
 WRITERS = {"indexer": 1, "api": 2, "crank": 1}
-
-
-def incident_id(prefix: str = "INC-DB") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def suffix(incident: str) -> str:

@@ -8,20 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from driver import ROOT
+from tests.conftest import incident_id
 
 NEWEST, PREVIOUS = "20240201120000", "20240115093000"
 ANNOTATION = "emergency.ops/migrate-rollback"
-
-
-def incident_id() -> str:
-    return f"INC-MR-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")

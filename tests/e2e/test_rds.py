@@ -17,15 +17,12 @@ import boto3
 import pytest
 
 from driver import ROOT
+from tests.conftest import incident_id
 from tests.e2e.test_restart import heal, set_image
 
 INVENTORY = str(ROOT / "inventories" / "sandbox-rds")
 PRIMARY, REPLICA, SECRET = "matchbook-db", "matchbook-db-replica", "postgres-rds-secret"
 TAG = "emergency-ops/failover-incident"
-
-
-def incident_id() -> str:
-    return f"INC-RDS-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,15 @@ import base64
 import itertools
 import threading
 import time
-import uuid
 
 import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils.kube import micro_time
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import rollout_state
-from tests.conftest import wait_for
+from tests.conftest import incident_id, wait_for
 
 ORDER = ["indexer", "api", "crank"]
 INCIDENT_ANNOTATION = "emergency.ops/restart-incident"
-
-
-def incident_id() -> str:
-    return "INC-TEST-" + uuid.uuid4().hex[:8]
 
 
 def revision(kube, name: str) -> int:

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import rollout_state
-from tests.conftest import wait_for
+from tests.conftest import incident_id, wait_for
 
 ORDER = ["indexer", "api", "crank"]
 NORMAL = {"indexer": 1, "api": 2, "crank": 1}
 GOOD = "v1.4.2"
-
-
-def incident_id() -> str:
-    return "INC-TEST-" + uuid.uuid4().hex[:8]
 
 
 def revision(kube, name: str) -> int:
