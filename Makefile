@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test lint unit drills bench sandbox-down clean
+.PHONY: install demo test lint sanity quick drills bench sandbox-down clean
 
 install:
 	@scripts/install.sh
@@ -16,7 +16,7 @@ demo: install
 	$(PY) -m driver backup --reason "demo: back up the database to the bucket"
 	$(PY) -m driver restore --backup latest --yes --reason "demo: restore the newest backup beside the live database and swap it in"
 
-test: install lint
+test: install lint sanity
 	$(PY) -m pytest tests --durations=15
 	$(MAKE) drills
 
@@ -24,6 +24,14 @@ lint: install
 	$(VENV)/bin/ruff check driver sandbox tests bench collections
 	$(VENV)/bin/ruff format --check driver sandbox tests bench collections
 	$(VENV)/bin/ansible-lint --profile production --offline
+
+# ansible-test sanity on the emergency.ops collection (scripts/sanity.sh).
+sanity: install
+	scripts/sanity.sh
+
+# Unit and emulator tests, no sandbox: about a minute.
+quick: install
+	$(PY) -m pytest -m quick
 
 drills: install
 	scripts/drills.sh

@@ -26,7 +26,6 @@ options:
     description: Secret access key; empty for the default credential chain.
     type: str
     default: ""
-    no_log: true
 requirements:
   - boto3
 """

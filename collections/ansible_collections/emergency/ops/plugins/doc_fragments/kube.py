@@ -20,13 +20,19 @@ options:
     type: str
 """
 
-    # CONNECTION_ARGS of module_utils/kube.py: the cluster and the namespace of the workloads.
-    DOCUMENTATION = (
-        CLUSTER
-        + r"""
+    # CONNECTION_ARGS of module_utils/kube.py: the cluster and the namespace of the workloads. (A
+    # literal, not CLUSTER + ...: ansible-test reads fragments as plain string assignments.)
+    DOCUMENTATION = r"""
+options:
+  kubeconfig:
+    description:
+      - Path to the kubeconfig; the usual defaults (E(K8S_AUTH_KUBECONFIG), E(KUBECONFIG), in-cluster) apply.
+    type: path
+  context:
+    description: Kubeconfig context to use.
+    type: str
   namespace:
     description: Namespace of the workloads.
     type: str
     required: true
 """
-    )

@@ -41,7 +41,7 @@ RESOURCES = {
 
 # Documented in doc_fragments/kube.py.
 CONNECTION_ARGS = dict(
-    kubeconfig=dict(type="path", aliases=["kubeconfig_path"]),
+    kubeconfig=dict(type="path"),
     context=dict(type="str"),
     namespace=dict(type="str", required=True),
 )

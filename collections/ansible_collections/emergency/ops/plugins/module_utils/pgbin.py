@@ -37,7 +37,7 @@ def find_pg_bin(version=None):
         return max(numeric, key=lambda f: int(os.path.basename(os.path.dirname(f))))
     pg_config = shutil.which("pg_config")
     if pg_config:
-        proc = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
+        proc = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
         if proc.returncode == 0 and _has_server(proc.stdout.strip()):
             return proc.stdout.strip()
     pg_ctl = shutil.which("pg_ctl")

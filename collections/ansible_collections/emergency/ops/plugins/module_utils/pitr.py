@@ -55,7 +55,9 @@ def as_user(settings, argv):
 
 
 def run(settings, argv, what, timeout=None):
-    proc = subprocess.run(as_user(settings, argv), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        as_user(settings, argv), capture_output=True, text=True, timeout=timeout, check=False
+    )
     if proc.returncode != 0:
         raise Failure(
             "%s failed (exit %d): %s" % (what, proc.returncode, (proc.stderr or proc.stdout)[-1500:])
@@ -182,6 +184,7 @@ class TemporaryCluster:
                 as_user(self.settings, [self.pg("pg_ctl"), "-D", self.data, "-m", "immediate", "-w", "stop"]),
                 capture_output=True,
                 text=True,
+                check=False,
             )
         shutil.rmtree(self.home, ignore_errors=True)
         return not os.path.exists(self.home)
@@ -244,7 +247,7 @@ class TemporaryCluster:
             options,
             "start",
         ]
-        proc = subprocess.run(as_user(self.settings, argv), capture_output=True, text=True)
+        proc = subprocess.run(as_user(self.settings, argv), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise Failure("the recovered cluster did not start: %s" % self.log_tail())
 
@@ -298,7 +301,12 @@ class TemporaryCluster:
             "--no-password",
         ]
         proc = subprocess.run(
-            argv, env=pg_env(self.connection(user, dbname)), capture_output=True, text=True, timeout=timeout
+            argv,
+            env=pg_env(self.connection(user, dbname)),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if proc.returncode != 0:
             raise Failure(

@@ -20,7 +20,7 @@ from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     databases,
     swap_databases,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError
+from ansible_collections.emergency.ops.plugins.module_utils.kube import CONNECTION_ARGS, KubeError
 from ansible_collections.emergency.ops.plugins.module_utils.quiesce import NotSettled, scale_all
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import WORKLOAD_OPTIONS
 
@@ -39,10 +39,7 @@ SIDE_RESTORE_ARGS = dict(
         default=[],
         options=dict(name=dict(type="str", required=True), sql=dict(type="str", required=True)),
     ),
-    # kube.CONNECTION_ARGS but for its kubeconfig_path alias, which these two modules do not take.
-    kubeconfig=dict(type="path"),
-    context=dict(type="str"),
-    namespace=dict(type="str", required=True),
+    **CONNECTION_ARGS,
     writers=dict(type="list", elements="dict", default=[], options=WORKLOAD_OPTIONS),
     incident=dict(type="str", required=True),
     timeout=dict(type="int", default=300),

@@ -21,7 +21,7 @@ description:
     what it deleted (in check mode, what it would delete).
   - A store that cannot be reached fails with outcome C(unreachable).
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   action:
     description: What to do.

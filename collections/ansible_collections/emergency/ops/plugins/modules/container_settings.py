@@ -22,7 +22,7 @@ description:
   - Lowering a request or limit is refused unless O(allow_lower=true).
   - In check mode the patch is validated with a server-side dry run and nothing changes.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Workloads to change, in order.

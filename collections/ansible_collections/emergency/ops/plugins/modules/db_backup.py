@@ -25,7 +25,7 @@ description:
   - pg_dump is run directly because no module dumps in parallel (C(community.postgresql.postgresql_db)
     runs a single-process pg_dump).
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   database:
     description: Connection to the database server (an admin or owner login) and the database to dump.

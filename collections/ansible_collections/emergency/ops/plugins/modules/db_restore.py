@@ -28,14 +28,14 @@ description:
     the downtime.
   - A failure before the swap leaves the live database untouched; a failure during the swap puts the old
     one back; in every case writers this run quiesced are brought back before the module fails. The
-    result says which happened (O(stage)).
+    result says which happened (RV(stage)).
   - Re-running for the same incident after the swap changes nothing but bringing back writers a killed
     run left at 0. A side database left by an interrupted run is reused when verified, restored again
     otherwise.
   - In check mode it resolves the backup, validates the writers' scale-down with a server-side dry run,
     and reports the plan; nothing is downloaded, created or scaled.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   backup:
     description: V(latest) or a backup id. Exactly one of O(backup) and O(before).

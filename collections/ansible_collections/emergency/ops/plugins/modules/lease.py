@@ -19,7 +19,7 @@ description:
   - The Lease is bookkeeping, not a change to the platform, so the module never reports C(changed);
     this keeps a procedure's second run unchanged. In check mode it only checks that the lock is free.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   namespace:
     description: Namespace the lock guards.

@@ -18,7 +18,7 @@ description:
     rolls out); in check mode with a server-side dry run.
   - The database password is a no_log parameter and is never returned.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   namespace:
     description: Namespace of the workload.
@@ -51,7 +51,7 @@ options:
       port: {description: Port., type: int, default: 5432}
       name: {description: Database., type: str, required: true}
       user: {description: Login., type: str, required: true}
-      password: {description: Password., type: str, required: true, no_log: true}
+      password: {description: Password., type: str, required: true}
       sslmode: {description: libpq sslmode., type: str, default: prefer}
   table:
     description: The migrations table, with a text or number column C(version).

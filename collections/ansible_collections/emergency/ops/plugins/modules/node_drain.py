@@ -20,8 +20,13 @@ description:
     left is not changed again.
   - In check mode the cordon and evictions are server-side dry runs.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
+  namespace:
+    description:
+      - The API client's default namespace. Nodes are cluster-scoped and the pods of every namespace on
+        the node are evicted, so none is needed.
+    type: str
   node:
     description: Node name.
     type: str

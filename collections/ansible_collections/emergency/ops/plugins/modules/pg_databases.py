@@ -12,10 +12,10 @@ short_description: Read the databases of a PostgreSQL server with the recovery m
 description:
   - Lists every non-template database with its owner, size, whether it accepts connections, and the
     marker the recovery procedures leave in a database's comment (what swapped it in, or why it is kept).
-  - With O(older_than_days), also returns the databases kept by a restore or an undo longer ago than that.
+  - With O(older_than), also returns the databases kept by a restore or an undo longer ago than that.
   - Read-only; runs in check mode too. A server that cannot be reached fails with outcome C(unreachable).
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   database:
     description: Admin connection; O(database.name) is the live database.

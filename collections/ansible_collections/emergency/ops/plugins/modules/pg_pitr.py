@@ -32,7 +32,7 @@ description:
     run left at 0. In check mode it reads the window, chooses the backup and validates the writers'
     scale-down with a server-side dry run; nothing is recovered, created or scaled.
 version_added: 1.1.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   pgbackrest:
     description: The pgBackRest repository of the live cluster and the programs the recovery runs.

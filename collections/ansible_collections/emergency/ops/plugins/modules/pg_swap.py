@@ -22,7 +22,7 @@ description:
     closed and terminated in one step, hence this module.
   - In check mode it reads the server and reports the plan.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   database:
     description: Admin connection; O(database.name) is the live database's name.

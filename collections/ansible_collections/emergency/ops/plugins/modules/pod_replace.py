@@ -19,7 +19,7 @@ description:
     re-run for the same incident deletes nothing again and only verifies.
   - In check mode each deletion is a server-side dry run.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Workloads whose pods are replaced.

@@ -15,7 +15,7 @@ description:
   - Nothing secret is returned or logged; the result names the host, port, database and user only.
   - Read-only, so it never reports C(changed) and also runs in check mode.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   namespace:
     description: Namespace of the Secret.
@@ -93,8 +93,9 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             CONNECTION_ARGS,
-            secret=dict(type="str", default="postgres-secret"),
-            keys=dict(type="dict", default=DEFAULT_KEYS),
+            # The name of a Secret and the names of its keys, not secret values.
+            secret=dict(type="str", default="postgres-secret", no_log=False),
+            keys=dict(type="dict", default=DEFAULT_KEYS, no_log=False),
             timeout=dict(type="int", default=60),
         ),
         supports_check_mode=True,

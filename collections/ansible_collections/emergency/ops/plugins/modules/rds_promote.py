@@ -22,7 +22,7 @@ description:
     of both instances, failing with C(outcome=unreachable) when the RDS API cannot be reached (exit 4)
     and C(outcome=invalid) when an instance does not exist (exit 2).
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   replica:
     description: DB instance identifier of the read replica.

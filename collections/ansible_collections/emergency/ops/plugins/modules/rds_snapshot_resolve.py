@@ -22,7 +22,7 @@ description:
     snapshot is not available or the new instance's name is taken by something this incident did not
     restore.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   instance:
     description: DB instance identifier the application uses; its snapshots are the candidates.

@@ -19,7 +19,7 @@ description:
     previous, interrupted run started.
   - In check mode it validates the restart with a server-side dry run and changes nothing.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Workloads to restart, in the order given.

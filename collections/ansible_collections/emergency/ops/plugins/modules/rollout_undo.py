@@ -19,12 +19,12 @@ description:
     C(ProgressDeadlineExceeded) condition, or pods of the newest ReplicaSet not ready for more than
     O(not_ready_seconds)) to the newest older revision that was fully available (one that still has
     available pods, otherwise the newest older one whose images differ from the failed one).
-  - A revision that does not exist is refused with RV(outcome=invalid) and the list of those that do.
+  - A revision that does not exist is refused with outcome C(invalid) and the list of those that do.
   - The incident is recorded on each workload it rolls back (annotation
     C(emergency.ops/rollback-incident)), so a re-run for the same incident rolls nothing back again.
   - In check mode the change is validated with a server-side dry run and nothing changes.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Deployments to roll back (V(undo)) or to look at (V(recover)), in order.

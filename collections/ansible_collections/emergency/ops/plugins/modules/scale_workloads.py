@@ -25,7 +25,7 @@ description:
     AWX node) can resume what another shut down.
   - In check mode each change is validated with a server-side dry run and nothing changes.
 version_added: 1.0.0
-author: Emergency procedures maintainers
+author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Workloads, in order (the order matters for V(restored)).
