@@ -56,4 +56,7 @@ def _run(action: str, folder: str | None, as_json: bool) -> int:
     print(f"  s3         {status['s3']['endpoint']} bucket {status['s3']['bucket']}")
     print(f"  redis      {status['redis']['url']}")
     print(f"  receiver   {status['receiver']['url']} (GET /_received)")
+    print(f"  ingress    {status['ingress']['url']} (Host: {status['ingress']['host']})")
+    print(f"  prometheus {status['prometheus']['url']} (rules: {status['prometheus']['rules_dir']})")
+    print(f"  alertmanager {status['alertmanager']['url']}")
     return 0 if all(status["running"].values()) else 1
