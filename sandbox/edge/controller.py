@@ -39,7 +39,7 @@ WATCHED = {
 }
 WATCH_SECONDS = 300  # each watch is renewed after this, from the last resourceVersion
 RETRY_SECONDS = 1.0
-SETTLE_SECONDS = 0.05  # changes arriving together (a rollout) make one reload
+SETTLE_SECONDS = 0.2  # changes arriving together (a rollout, a manifest applied) make one reload
 
 
 class Gone(Exception):

@@ -72,6 +72,10 @@ def prometheus_argv(binary: str, config: Path, data: Path, port: int) -> list[st
         "--storage.tsdb.retention.time=6h",  # a throwaway sandbox: a short history is enough
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",  # POST /-/reload picks up new rule files
+        # Firing alerts are sent again every second, not every minute: after a reload Prometheus
+        # needs a few seconds to find Alertmanager again, and what fired meanwhile would wait a
+        # minute otherwise (Alertmanager deduplicates the repeats).
+        "--rules.alert.resend-delay=1s",
     ]
 
 
