@@ -2,8 +2,8 @@
 
 It talks to the (emulated) Kubernetes API as a controller does, with the sandbox kubeconfig (HTTPS,
 the sandbox's CA, a bearer token): for each kind it needs, a list and then a watch from that
-list's resourceVersion, again from the last one seen when a watch ends, a new list when the API
-says that version is gone (410) or cannot be reached. An idle cluster costs a few idle
+list's resourceVersion, and a new list when the watch ends (the server ends it every few minutes),
+when the API says that version is gone (410) or when it cannot be reached. An idle cluster costs a few idle
 connections. After a change it renders the configuration, and only when the text differs from
 what nginx runs it checks it (``nginx -t``) and reloads nginx (SIGHUP: new workers take the new
 configuration, the old ones finish the requests they have, so no request in flight is cut).
@@ -68,8 +68,13 @@ class Informer(threading.Thread):
                 kube = self._client()
                 version = self._list(kube)
                 failures = 0
-                while not self.stopping.is_set():
-                    version = self._watch(kube, version)
+                began = time.monotonic()
+                # Until the server ends it (after timeoutSeconds, or when it stops); then a new list,
+                # so an API server that restarted (new resourceVersions) is not watched from an
+                # old version, and the cache is resynced every few minutes, as informers do.
+                self._watch(kube, version)
+                if time.monotonic() - began < RETRY_SECONDS:
+                    self.stopping.wait(RETRY_SECONDS)
             except Gone:
                 continue
             except Exception as exc:  # the API unreachable, a kubeconfig not written yet: retry

@@ -406,3 +406,71 @@ def test_alertmanager_delivers_alerts_to_the_receiver(edge):
     finally:
         rules.unlink()
         get_json(f"{prometheus}/-/reload", b"", "POST")
+
+
+def _policy(spec, namespace=NS):
+    return {"metadata": {"name": "p", "namespace": namespace}, "spec": spec}
+
+
+POD = {"metadata": {"name": "p-0", "namespace": NS, "labels": {"app": "x"}}}
+
+
+@pytest.mark.parametrize(
+    ("rule", "port", "admitted"),
+    [
+        ({"from": [{"ipBlock": {"cidr": "127.0.0.0/8"}}]}, 8080, True),
+        ({"from": [{"ipBlock": {"cidr": "127.0.0.0/8", "except": ["127.0.0.1/32"]}}]}, 8080, False),
+        ({"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}, 8080, False),
+        ({"from": [{"namespaceSelector": {}}]}, 8080, True),  # every namespace
+        ({"from": [{"podSelector": {}}]}, 8080, False),  # pods of the policy's namespace only
+        (
+            {"from": [{"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]}}]},
+            8080,
+            False,
+        ),
+        ({"ports": [{"port": 8000, "endPort": 8100}]}, 8080, True),
+        ({"ports": [{"port": 8000, "endPort": 8050}]}, 8080, False),
+        ({"ports": [{"port": "http"}]}, 8080, True),
+        ({"ports": [{"port": "http", "protocol": "UDP"}]}, 8080, False),
+    ],
+)
+def test_network_policy_rules_as_kubernetes_reads_them(rule, port, admitted):
+    from sandbox.edge import netpol
+
+    policy = _policy({"podSelector": {"matchLabels": {"app": "x"}}, "ingress": [rule]})
+    assert netpol.admits_controller([policy], POD, port, "http") is admitted
+
+
+def test_network_policies_that_do_not_select_the_pod_or_its_ingress_leave_it_open():
+    from sandbox.edge import netpol
+
+    closed = {"podSelector": {}, "policyTypes": ["Ingress"]}
+    assert not netpol.admits_controller([_policy(closed)], POD, 8080)
+    assert netpol.admits_controller([_policy(closed, namespace="elsewhere")], POD, 8080)
+    assert netpol.admits_controller([_policy({"podSelector": {}, "policyTypes": ["Egress"]})], POD, 8080)
+    other = {"podSelector": {"matchLabels": {"app": "y"}}, "policyTypes": ["Ingress"]}
+    assert netpol.admits_controller([_policy(other)], POD, 8080)
+
+
+def test_scrape_targets_use_the_http_port_and_skip_pods_not_running():
+    from sandbox.edge import routes
+
+    def pod(name, phase, ports, mapping):
+        return {
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/name": "api"},
+                "annotations": {"sandbox.local/host-ports": json.dumps(mapping)},
+            },
+            "spec": {"containers": [{"name": "api", "ports": ports}]},
+            "status": {"phase": phase},
+        }
+
+    two = [{"containerPort": 9000, "name": "admin"}, {"containerPort": 8080, "name": "http"}]
+    pods = [
+        pod("a", "Running", two, {"9000": 40001, "8080": 40002}),
+        pod("b", "Pending", two, {"9000": 40003, "8080": 40004}),
+        pod("c", "Running", [{"containerPort": 7000}], {"7000": 40005}),
+    ]
+    assert [t["targets"] for t in routes.scrape_targets(pods)] == [["127.0.0.1:40002"], ["127.0.0.1:40005"]]
