@@ -296,7 +296,6 @@ def test_a_network_policy_closing_the_pod_to_the_ingress_controller_gives_503(ed
 def test_a_reload_lets_a_request_in_flight_finish(edge, web):
     edge.ingress_for("slow", "slow.edge.test", "web")
     edge.wait_status("slow.edge.test", 200)
-    web.slow_arrived.clear()
     web.release.clear()
     result: dict = {}
 
@@ -306,10 +305,22 @@ def test_a_reload_lets_a_request_in_flight_finish(edge, web):
         except OSError as exc:
             result["error"] = exc
 
-    thread = threading.Thread(target=slow_request)
-    thread.start()
+    # Right after a reload (the earlier tests' changes) a worker of the previous configuration may
+    # still take a connection and answer it from that configuration: send again until one is
+    # in flight at the backend.
+    for _attempt in range(20):
+        web.slow_arrived.clear()
+        result.clear()
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        wait_for(lambda t=thread: web.slow_arrived.is_set() or not t.is_alive(), timeout=10, interval=0.02)
+        if web.slow_arrived.is_set():
+            break
+        thread.join()
+    else:
+        log = Path(edge.status["dir"]) / "logs" / "ingress-access.log"
+        raise AssertionError(f"no slow request reached the backend: {result}; {log.read_text()[-2000:]}")
     try:
-        assert web.slow_arrived.wait(10)
         edge.ingress_for("after-reload", "after-reload.edge.test", "web")
         edge.wait_status("after-reload.edge.test", 200, what="nginx reloaded with the new Ingress")
     finally:
