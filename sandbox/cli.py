@@ -50,10 +50,13 @@ def _run(action: str, folder: str | None, as_json: bool) -> int:
         return 0 if all(status["running"].values()) else 1
     print(f"sandbox {action}: {sandbox.dir}")
     for name, ok in status["running"].items():
-        print(f"  {name:<9} {'running' if ok else 'STOPPED'}")
+        print(f"  {name:<12} {'running' if ok else 'STOPPED'}")
     print(f"  kubeconfig {status['kubeconfig']} (namespace {status['namespace']})")
     print(f"  postgres   127.0.0.1:{status['postgres']['port']} database {status['postgres']['database']}")
     print(f"  s3         {status['s3']['endpoint']} bucket {status['s3']['bucket']}")
     print(f"  redis      {status['redis']['url']}")
     print(f"  receiver   {status['receiver']['url']} (GET /_received)")
+    print(f"  ingress    {status['ingress']['url']} (Host: {status['ingress']['host']})")
+    print(f"  prometheus {status['prometheus']['url']} (rules: {status['prometheus']['rules_dir']})")
+    print(f"  alertmanager {status['alertmanager']['url']}")
     return 0 if all(status["running"].values()) else 1

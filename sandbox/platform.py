@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ import yaml
 
 from ansible_collections.emergency.ops.plugins.module_utils.pgbin import find_pg_bin
 from sandbox import ROOT, processes
+from sandbox.edge import monitoring
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "matchbook"
@@ -53,13 +55,25 @@ ADMIN_USER = "postgres"
 BUCKET = "matchbook-backups"
 S3_REGION = "us-east-1"
 S3_KEY, S3_SECRET = "sandbox", "sandbox-secret"  # moto accepts any credentials
-COMPONENTS = ("postgres", "redis", "s3", "kubeapi", "receiver")
+# The edge parts come last: Alertmanager needs the receiver's address, Prometheus Alertmanager's,
+# and the ingress controller waits for the Kubernetes API by itself.
+COMPONENTS = ("postgres", "redis", "s3", "kubeapi", "receiver", "alertmanager", "prometheus", "ingress")
 SERVERS = COMPONENTS[1:]  # the parts that are one process of ours to stop
 PGBACKREST = "/usr/bin/pgbackrest"
 STANZA = DATABASE
 
 
 PG_HOMES = Path("/var/tmp")
+
+
+@functools.cache
+def seeded_ingress_host() -> str | None:
+    """The host of the seeded Ingress's first rule (platform.yaml), which the ingress serves."""
+    for doc in yaml.safe_load_all((HERE / "platform.yaml").read_text()):
+        if (doc or {}).get("kind") == "Ingress":
+            rules = (doc.get("spec") or {}).get("rules") or [{}]
+            return rules[0].get("host")
+    return None
 
 
 def default_dir() -> Path:
@@ -233,6 +247,10 @@ class Sandbox:
 
     def destroy(self) -> None:
         self.down()
+        # nginx is the ingress controller's child and stops with it; one left by a controller that
+        # was killed would keep the port.
+        with contextlib.suppress(OSError, ValueError):
+            processes.stop(int((self.dir / "ingress" / "nginx.pid").read_text()))
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.pg_home, ignore_errors=True)
 
@@ -277,6 +295,14 @@ class Sandbox:
             "redis": {"url": f"redis://127.0.0.1:{ports.get('redis')}/0"},
             # Answers as Slack, PagerDuty Events v2 and Statuspage do; GET <url>/_received lists calls.
             "receiver": {"url": f"http://127.0.0.1:{ports.get('receiver')}"},
+            # nginx, routed by the sandbox's ingress controller from the cluster's Ingresses; send
+            # the Host header of an Ingress rule (`host`, the seeded one's) to reach its Service.
+            "ingress": {"url": f"http://127.0.0.1:{ports.get('ingress')}", "host": seeded_ingress_host()},
+            "prometheus": {
+                "url": f"http://127.0.0.1:{ports.get('prometheus')}",
+                "rules_dir": str(self.rules_dir()),
+            },
+            "alertmanager": {"url": f"http://127.0.0.1:{ports.get('alertmanager')}"},
         }
 
     def write_endpoints(self) -> None:
@@ -289,6 +315,9 @@ class Sandbox:
             "s3": {k: v for k, v in status["s3"].items() if k != "secret_key"},
             "redis": status["redis"],
             "receiver": status["receiver"],
+            "ingress": status["ingress"],
+            "prometheus": status["prometheus"],
+            "alertmanager": status["alertmanager"],
             "pgbackrest": {
                 "config": str(self.pgbackrest_config()),
                 "stanza": STANZA,
@@ -480,6 +509,72 @@ class Sandbox:
         )
         processes.wait_for_port(port, 15, proc, "receiver")
         self.state.setdefault("pids", {})["receiver"] = proc.pid
+
+    # -- edge: Alertmanager, Prometheus, the ingress controller and nginx ----------------------
+    def rules_dir(self) -> Path:
+        """Prometheus' rule files: EMERGENCY_SANDBOX_RULES_DIR when set (kept in the state, so later
+        commands use the same), else <state>/prometheus/rules."""
+        chosen = os.environ.get(monitoring.RULES_ENV) or self.state.get("rules_dir")
+        if self.state and chosen:
+            self.state["rules_dir"] = str(Path(chosen).resolve())
+        return Path(chosen).resolve() if chosen else self.dir / "prometheus" / "rules"
+
+    def _start_alertmanager(self) -> None:
+        folder = self.dir / "alertmanager"
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        config = folder / "alertmanager.yml"
+        config.write_text(monitoring.alertmanager_config(f"http://127.0.0.1:{self.port('receiver')}"))
+        binary = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+        port = self.port("alertmanager")
+        proc = processes.spawn(
+            monitoring.alertmanager_argv(binary, config, folder / "data", port), self.log("alertmanager")
+        )
+        processes.wait_for_port(port, 30, proc, "alertmanager")
+        self.state.setdefault("pids", {})["alertmanager"] = proc.pid
+
+    def _start_prometheus(self) -> None:
+        folder = self.dir / "prometheus"
+        targets = folder / "targets" / "pods.json"
+        for sub in ("data", "targets"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        self.rules_dir().mkdir(parents=True, exist_ok=True)
+        if not targets.exists():
+            targets.write_text("[]\n")  # the ingress controller fills it once it sees the pods
+        port = self.port("prometheus")
+        config = folder / "prometheus.yml"
+        config.write_text(
+            monitoring.prometheus_config(port, self.port("alertmanager"), targets, self.rules_dir())
+        )
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        proc = processes.spawn(
+            monitoring.prometheus_argv(binary, config, folder / "data", port), self.log("prometheus")
+        )
+        processes.wait_for_port(port, 60, proc, "prometheus")
+        self.state.setdefault("pids", {})["prometheus"] = proc.pid
+
+    def _start_ingress(self) -> None:
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(nginx).exists():
+            raise FileNotFoundError(2, "not found", "nginx")
+        port = self.port("ingress")
+        proc = processes.spawn(
+            [
+                sys.executable,
+                "-m",
+                "sandbox.edge",
+                "--state",
+                str(self.dir),
+                "--port",
+                str(port),
+                "--nginx",
+                nginx,
+                "--targets",
+                str(self.dir / "prometheus" / "targets" / "pods.json"),
+            ],
+            self.log("ingress"),
+        )
+        processes.wait_for_port(port, 30, proc, "ingress controller (nginx)")
+        self.state.setdefault("pids", {})["ingress"] = proc.pid
 
     def _start_s3(self) -> None:
         port = self.port("s3")

@@ -77,6 +77,9 @@ Statuspage API v1 -- every request needs ``Authorization: OAuth <api key>`` (any
 
 Generic JSON webhook -- ``POST /hooks/<anything>`` -> ``200 {"ok": true}`` (any body).
 
+Alertmanager webhooks -- ``POST /alertmanager[/<anything>]`` -> ``200 {"ok": true}`` (any body): the
+sandbox's Alertmanager sends every notification there (its ``webhook_configs``).
+
 Anything else -> ``404 {"error": "Not found"}``.
 
 Control endpoints (under ``/_``; these are not recorded)
@@ -534,7 +537,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._pd_event(raw) if method == "POST" else _json_error(405, "Method not allowed")
         if path in ("/v2/change/enqueue", "/v2/change/enqueue/"):
             return self._pd_change(raw) if method == "POST" else _json_error(405, "Method not allowed")
-        if segs[:1] == ["hooks"]:
+        if segs[:1] in (["hooks"], ["alertmanager"]):
             return (
                 Response(200, {"ok": True})
                 if method in ("POST", "PUT")

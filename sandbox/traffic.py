@@ -3,7 +3,7 @@
 ::
 
     python -m sandbox.traffic --url http://127.0.0.1:8080 --rps 50 --seconds 30 \\
-        [--path /healthz --path /api/orders ...] [--timeout 5] [--json]
+        [--path /healthz --path /api/orders ...] [--host api.matchbook.example] [--timeout 5] [--json]
 
 It sends ``rps`` GET requests per second for ``seconds`` seconds. It is open-loop: request *i* is
 scheduled at ``start + i / rps`` whatever happened to the earlier ones, and handed to a bounded pool
@@ -15,7 +15,10 @@ when answers are quick (the machine has few cores), many are needed when they ar
 Requests go to the ``--path`` values in turn (request *i* to ``paths[i % len(paths)]``); each path
 is appended to the URL's own path. With no ``--path`` the URL itself is requested. Each request
 uses a new connection (``Connection: close``), redirects are not followed (a 3xx is an answer), and
-proxy settings from the environment are ignored.
+proxy settings from the environment are ignored. ``--host`` sends that ``Host`` header instead of
+the URL's host, as a client that resolved the name to this address would: through the sandbox's
+ingress (``python -m driver sandbox traffic --url <ingress.url> --host api.matchbook.example``) the
+host picks the Ingress rule.
 
 Bounds: at most 2000 requests per second, 3600 seconds and 200000 requests in one run; anything
 beyond, a non-positive rate or duration, or a URL that is not ``http(s)://host[:port][/path]``
@@ -55,8 +58,8 @@ By default, one line per second as each second's requests have all finished, the
 With ``--json``, only one JSON document, at the end::
 
     {
-      "config": {"url": str, "paths": [str], "rps": float, "seconds": float, "timeout": float,
-                 "workers": int, "planned": int},
+      "config": {"url": str, "host": str | null, "paths": [str], "rps": float, "seconds": float,
+                 "timeout": float, "workers": int, "planned": int},
       "seconds": [{"second": int, "sent": int, "ok": int, "failed": int,
                    "statuses": {code: int}, "failures": {kind: int},
                    "latency_ms": {"p50": float, "p90": float, "p99": float, "max": float} | null}],
@@ -71,7 +74,7 @@ interrupted (SIGINT or SIGTERM), after printing the report of what was sent unti
 Library
 -------
 
-``run(url, rps, seconds, paths=None, timeout=5.0) -> Report`` runs to the end. ``start(...)``
+``run(url, rps, seconds, paths=None, timeout=5.0, host=None) -> Report`` runs to the end. ``start(...)``
 returns a :class:`Run` at once, sending in the background: ``.stop()`` stops scheduling new
 requests (those in flight finish), ``.wait()`` returns the final :class:`Report`, and
 ``.report()`` a snapshot at any time -- for benchmarks that run it while a procedure runs.
@@ -250,8 +253,12 @@ class Run:
         paths: Sequence[str] | None = None,
         timeout: float = 5.0,
         on_second: Callable[[dict[str, Any]], None] | None = None,
+        host: str | None = None,
     ):
         self.target = parse_url(url)
+        if host is not None and (not host.strip() or any(c in host for c in "\r\n /")):
+            raise BoundsError(f"bad Host header {host!r}: expected a host name[:port]")
+        self.host = host
         self.planned = check_bounds(rps, seconds)
         if not timeout > 0:
             raise BoundsError(f"timeout must be positive (got {timeout})")
@@ -339,6 +346,7 @@ class Run:
             }
         config = {
             "url": self.url,
+            "host": self.host,
             "paths": self.paths,
             "rps": self.rps,
             "seconds": self.seconds,
@@ -443,10 +451,11 @@ class Run:
             )
         else:
             conn = http.client.HTTPConnection(t.host, t.port, timeout=self.timeout)
+        headers = {"Connection": "close", "User-Agent": "sandbox-traffic"}
+        if self.host:
+            headers["Host"] = self.host  # http.client then leaves out its own
         try:
-            conn.request(
-                "GET", t.path_for(path), headers={"Connection": "close", "User-Agent": "sandbox-traffic"}
-            )
+            conn.request("GET", t.path_for(path), headers=headers)
             response = conn.getresponse()
             response.read()
             return response.status, None
@@ -463,9 +472,10 @@ def start(
     paths: Sequence[str] | None = None,
     timeout: float = 5.0,
     on_second: Callable[[dict[str, Any]], None] | None = None,
+    host: str | None = None,
 ) -> Run:
     """Starts a run in the background and returns it; raises BoundsError before sending anything."""
-    return Run(url, rps, seconds, paths, timeout, on_second).start()
+    return Run(url, rps, seconds, paths, timeout, on_second, host).start()
 
 
 def run(
@@ -474,9 +484,10 @@ def run(
     seconds: float,
     paths: Sequence[str] | None = None,
     timeout: float = 5.0,
+    host: str | None = None,
 ) -> Report:
     """Runs to the end and returns the report; raises BoundsError before sending anything."""
-    return start(url, rps, seconds, paths, timeout).wait()
+    return start(url, rps, seconds, paths, timeout, host=host).wait()
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -511,6 +522,9 @@ def main(argv: Sequence[str] | None = None, default_url: str | None = None) -> i
     parser.add_argument(
         "--path", action="append", dest="paths", help="path to request, in turn with the others (repeatable)"
     )
+    parser.add_argument(
+        "--host", help="Host header to send (e.g. an Ingress rule's host), instead of the URL's host"
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request socket timeout, seconds")
     parser.add_argument("--json", action="store_true", help="print one JSON document at the end")
     try:
@@ -523,7 +537,13 @@ def main(argv: Sequence[str] | None = None, default_url: str | None = None) -> i
 
     try:
         handle = Run(
-            args.url, args.rps, args.seconds, args.paths, args.timeout, None if args.json else print_second
+            args.url,
+            args.rps,
+            args.seconds,
+            args.paths,
+            args.timeout,
+            None if args.json else print_second,
+            args.host,
         )
     except BoundsError as exc:
         print(f"traffic: {exc}", file=sys.stderr)

@@ -217,6 +217,12 @@ def test_generic_hook_and_unknown_paths(rx):
     assert call("GET", rx.url + "/nowhere")[0] == 404
 
 
+def test_alertmanager_webhooks_are_accepted_and_recorded(rx):
+    notification = {"version": "4", "status": "firing", "alerts": [{"labels": {"alertname": "X"}}]}
+    assert call("POST", rx.url + "/alertmanager", notification)[::2] == (200, {"ok": True})
+    assert rx.received("/alertmanager")[0]["body"]["alerts"][0]["labels"]["alertname"] == "X"
+
+
 def test_received_lists_requests_in_order_with_credentials_masked(rx):
     call("POST", rx.url + "/slack/services/T/B/X", {"text": "one"}, {"X-Slack-Token": "xoxb-secret"})
     call(

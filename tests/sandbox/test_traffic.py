@@ -31,6 +31,7 @@ class LocalServer(ThreadingHTTPServer):
 
     def __init__(self):
         self.hits: Counter = Counter()
+        self.hosts: Counter = Counter()
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), LocalHandler)
 
@@ -45,6 +46,7 @@ class LocalHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         with self.server.lock:
             self.server.hits[self.path] += 1
+            self.server.hosts[self.headers.get("Host")] += 1
         if self.path == "/close":
             self.close_connection = True
             return
@@ -76,6 +78,7 @@ def server():
 def url(server):
     with server.lock:
         server.hits.clear()
+        server.hosts.clear()
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
@@ -201,6 +204,28 @@ def test_default_url_makes_url_optional(url, capsys):
     assert traffic.main(["--rps", "4", "--seconds", "0.5", "--path", "/ok", "--json"], default_url=url) == 0
     assert json.loads(capsys.readouterr().out)["total"]["statuses"] == {"200": 2}
     assert traffic.main(["--rps", "2", "--seconds", "1"]) == 2
+
+
+def test_host_sends_that_host_header(server, url, capsys):
+    args = [
+        "--url",
+        url,
+        "--path",
+        "/ok",
+        "--host",
+        "api.matchbook.example",
+        "--rps",
+        "6",
+        "--seconds",
+        "0.5",
+    ]
+    assert traffic.main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["host"] == "api.matchbook.example" and doc["total"]["statuses"] == {"200": 3}
+    assert server.hosts == {"api.matchbook.example": 3}
+    traffic.run(url + "/ok", 4, 0.5)  # without it, the URL's own host and port
+    assert server.hosts[f"127.0.0.1:{server.server_address[1]}"] == 2
+    assert traffic.main(["--url", url, "--host", "a b", "--rps", "1", "--seconds", "1"]) == 2
 
 
 def test_percentiles_are_nearest_rank():
