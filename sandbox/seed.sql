@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS trades (
     slot       bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
--- Migration 20240201120000 (sandbox/app.py owns its up and down SQL; `migrate rollback` reverts it).
+-- Migration 20240201120000 (sandbox/app/migrate.py owns its up and down SQL; `migrate rollback` reverts it).
 ALTER TABLE trades ADD COLUMN IF NOT EXISTS fee numeric(20, 6) NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS trades_slot_idx ON trades (slot);
 CREATE TABLE IF NOT EXISTS indexer_state (
@@ -63,4 +63,40 @@ FROM generate_series(1, 200) AS g
 WHERE NOT EXISTS (SELECT 1 FROM trades);
 INSERT INTO indexer_state (id, last_slot, last_signature)
 VALUES (1, 250000500, md5('sig500'))
+ON CONFLICT DO NOTHING;
+
+-- The application's own tables (sandbox/app): markets it trades, orders it places (the crank fills
+-- them), and the users who log in. Seeded users' passwords are `<name>-password` (docs/sandbox.md).
+CREATE TABLE IF NOT EXISTS markets (
+    symbol    text PRIMARY KEY,
+    base      text NOT NULL,
+    quote     text NOT NULL,
+    tick_size numeric(20, 6) NOT NULL,
+    status    text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'halted'))
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id         bigserial PRIMARY KEY,
+    market     text NOT NULL REFERENCES markets (symbol),
+    owner      text NOT NULL,
+    side       text NOT NULL CHECK (side IN ('bid', 'ask')),
+    price      numeric(20, 6) NOT NULL,
+    quantity   numeric(20, 6) NOT NULL,
+    status     text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS orders_market_idx ON orders (market, status);
+CREATE TABLE IF NOT EXISTS users (
+    name          text PRIMARY KEY,
+    password_hash text NOT NULL,
+    locked        boolean NOT NULL DEFAULT false,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO markets (symbol, base, quote, tick_size) VALUES
+    ('SOL-USDC', 'SOL', 'USDC', 0.001), ('BTC-USDC', 'BTC', 'USDC', 0.1), ('ETH-USDC', 'ETH', 'USDC', 0.01)
+ON CONFLICT DO NOTHING;
+INSERT INTO users (name, password_hash, locked) VALUES
+    ('alice', 'pbkdf2_sha256$20000$a11ce5a1$6974ec76bb52562d60f66c044eabdc1f1b4d1840cd66284b4c41b3c370dddabe', false),
+    ('bob', 'pbkdf2_sha256$20000$b0b5a175$66051382ba9f83c5fe9427629fb3be257088ccec1b9a4f972c3bf997780d0538', false),
+    ('carol', 'pbkdf2_sha256$20000$ca2015a1$9af9c27bda2406affd49c2fabf0f545809138c7e6e9f9dd6ce5e377c57f7254e', true)
 ON CONFLICT DO NOTHING;

@@ -1,4 +1,4 @@
-"""The sandbox application's command line: ``python -m sandbox.app migrate status|rollback|up``.
+"""``python -m sandbox.app migrate status|rollback|up``: the application's schema migrations.
 
 It stands in for the order-book application's own binary (runbook 000: ``./matchbook migrate
 rollback``), and the sandbox's Kubernetes API runs it for ``kubectl exec ... -- matchbook ...`` (see
@@ -17,7 +17,6 @@ Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -116,18 +115,14 @@ def up() -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="matchbook", description="The sandbox application's command line.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_parser(commands) -> None:
     migrate = commands.add_parser("migrate", help="schema migrations")
     migrate.add_argument("action", choices=("status", "rollback", "up"))
-    args = parser.parse_args(argv)
+
+
+def run(action: str) -> int:
     try:
-        return {"status": status, "rollback": rollback, "up": up}[args.action]()
+        return {"status": status, "rollback": rollback, "up": up}[action]()
     except Refused as exc:
-        print(f"matchbook migrate {args.action}: {exc}", file=sys.stderr)
+        print(f"matchbook migrate {action}: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
