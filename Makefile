@@ -8,13 +8,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 install:
 	@scripts/install.sh
 
-# Starts the sandbox platform and runs the main job against it.
+# Starts the sandbox platform and runs the main jobs against it, under load (scripts/demo.sh).
 demo: install
-	$(PY) -m driver sandbox up
-	$(PY) -m driver list
-	$(PY) -m driver restart --all --reason "demo: ordered restart of every service"
-	$(PY) -m driver backup --reason "demo: back up the database to the bucket"
-	$(PY) -m driver restore --backup latest --yes --reason "demo: restore the newest backup beside the live database and swap it in"
+	scripts/demo.sh
 
 test: install lint sanity
 	$(PY) -m pytest tests --durations=15
@@ -38,6 +34,7 @@ drills: install
 
 bench: install
 	$(PY) -m bench.restart
+	$(PY) -m bench.traffic
 
 sandbox-down:
 	$(PY) -m driver sandbox down

@@ -26,8 +26,8 @@ def traffic(argv: list[str], folder: str | None) -> int:
     from sandbox import traffic as load
 
     sandbox = Sandbox(Path(folder) if folder else None)
-    default = sandbox.status().get("ingress", {}).get("url") if sandbox.state else None
-    return load.main(argv, default_url=default)
+    ingress = sandbox.status().get("ingress", {}) if sandbox.state else {}
+    return load.main(argv, default_url=ingress.get("url"), default_host=ingress.get("host"))
 
 
 def _run(action: str, folder: str | None, as_json: bool) -> int:

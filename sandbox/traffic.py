@@ -506,7 +506,9 @@ def format_line(label: str, s: dict[str, Any]) -> str:
     return line
 
 
-def main(argv: Sequence[str] | None = None, default_url: str | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, default_url: str | None = None, default_host: str | None = None
+) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox.traffic",
         description="Send a fixed rate of GET requests for a bounded time and report what came back.",
@@ -523,7 +525,9 @@ def main(argv: Sequence[str] | None = None, default_url: str | None = None) -> i
         "--path", action="append", dest="paths", help="path to request, in turn with the others (repeatable)"
     )
     parser.add_argument(
-        "--host", help="Host header to send (e.g. an Ingress rule's host), instead of the URL's host"
+        "--host",
+        help="Host header to send (e.g. an Ingress rule's host), instead of the URL's host"
+        + (f" (default {default_host} with the default URL)" if default_host else ""),
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request socket timeout, seconds")
     parser.add_argument("--json", action="store_true", help="print one JSON document at the end")
@@ -531,6 +535,8 @@ def main(argv: Sequence[str] | None = None, default_url: str | None = None) -> i
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.host is None and default_host and args.url == default_url:
+        args.host = default_host  # the sandbox's ingress routes by the Ingress rule's host
 
     def print_second(summary: dict[str, Any]) -> None:
         print(format_line(f"second {summary['second']:3d}", summary), flush=True)
