@@ -42,7 +42,7 @@ from .store import APIError
 
 log = logging.getLogger(__name__)
 
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_COMMANDS = {"matchbook": [sys.executable, "-m", "sandbox.app"]}
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -165,6 +165,20 @@ def container_env(app, pod, container):
                         )
                     continue
                 env[var["name"]] = value
+    return env
+
+
+def process_env(app, pod, container):
+    """The whole environment of a process standing in for the container: the container's own
+    (``container_env``) plus ``PATH``, ``HOME``, ``HOSTNAME`` (the pod's name) and ``PYTHONPATH`` (the
+    project and its collections), nothing else of the host's; raises ValueError."""
+    env = container_env(app, pod, container)
+    env.update(
+        PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+        HOME=env.get("HOME", "/tmp"),
+        HOSTNAME=pod["metadata"]["name"],
+        PYTHONPATH=os.pathsep.join([str(PROJECT), str(PROJECT / "collections")]),
+    )
     return env
 
 
@@ -291,16 +305,10 @@ def run(app, session, pod, container, argv):
         )
         return 126, f"command {argv[0]!r} is not allowed in the sandbox"
     try:
-        env = container_env(app, pod, container)
+        env = process_env(app, pod, container)
     except ValueError as exc:
         session.channel(STDERR, f"sandbox exec: {exc}\n".encode())
         return 1, f"container environment: {exc}"
-    env.update(
-        PATH=os.environ.get("PATH", "/usr/bin:/bin"),
-        HOME=env.get("HOME", "/tmp"),
-        HOSTNAME=pod["metadata"]["name"],
-        PYTHONPATH=str(PROJECT),
-    )
     holder = {}
     listener = threading.Thread(target=session.listen, args=(holder,), name="kubeapi-exec-ws", daemon=True)
     try:
