@@ -289,7 +289,8 @@ class Controllers:
     def new_pod(self, owner, name=None, labels=None, node=None):
         template = owner["spec"].get("template") or {}
         meta = copy.deepcopy(template.get("metadata") or {})
-        meta.pop("creationTimestamp", None)
+        for key in ("creationTimestamp", "name", "namespace"):  # a template's own name is ignored
+            meta.pop(key, None)
         meta["labels"] = dict(meta.get("labels") or {}, **(labels or {}))
         meta["ownerReferences"] = [owner_ref(owner)]
         meta.update({"name": name} if name else {"generateName": owner["metadata"]["name"] + "-"})
