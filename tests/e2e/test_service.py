@@ -39,7 +39,7 @@ def complete(kube, name: str, kind: str = "Deployment") -> bool:
 
 
 def set_image(kube, name: str, tag: str) -> None:
-    container = {"name": name, "image": f"ghcr.io/matchbook/{name}:{tag}"}
+    container = {"name": name, "image": f"sandbox.local/matchbook-{name}:{tag}"}
     kube.patch("Deployment", name, {"spec": {"template": {"spec": {"containers": [container]}}}})
 
 
@@ -149,7 +149,7 @@ def test_rollback_to_a_revision_and_to_an_image_tag_and_check_mode(driver, kube)
     assert image(kube, "crank").endswith(f":{GOOD}") and complete(kube, "crank")
     tag = driver("rollback", "--service", "crank", "--image", "v1.5.0", "--incident", incident_id())
     assert tag.rc == 0, tag.stderr
-    assert image(kube, "crank") == "ghcr.io/matchbook/crank:v1.5.0" and complete(kube, "crank")
+    assert image(kube, "crank") == "sandbox.local/matchbook-crank:v1.5.0" and complete(kube, "crank")
 
 
 def test_rollback_refuses_a_revision_that_does_not_exist_listing_those_that_do(driver, kube):
@@ -389,7 +389,7 @@ def test_restart_unhealthy_deletes_only_pods_not_serving(driver, kube):
     )
     sick, healthy = pods
     kube.patch(
-        "Pod", sick, {"spec": {"containers": [{"name": "api", "image": "ghcr.io/matchbook/api:broken"}]}}
+        "Pod", sick, {"spec": {"containers": [{"name": "api", "image": "sandbox.local/matchbook-api:broken"}]}}
     )
     wait_for(lambda: not complete(kube, "api"), what="api pod unhealthy")
     before = state(kube)
