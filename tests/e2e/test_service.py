@@ -388,9 +388,8 @@ def test_restart_unhealthy_deletes_only_pods_not_serving(driver, kube):
         p["metadata"]["name"] for p in kube.list("Pod", label_selector="app.kubernetes.io/name=api")
     )
     sick, healthy = pods
-    kube.patch(
-        "Pod", sick, {"spec": {"containers": [{"name": "api", "image": "sandbox.local/matchbook-api:broken"}]}}
-    )
+    broken = {"spec": {"containers": [{"name": "api", "image": "sandbox.local/matchbook-api:broken"}]}}
+    kube.patch("Pod", sick, broken)
     wait_for(lambda: not complete(kube, "api"), what="api pod unhealthy")
     before = state(kube)
     check = driver(
