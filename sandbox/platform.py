@@ -566,6 +566,8 @@ class Sandbox:
         ready = self.dir / "kubeapi.ready"
         ready.unlink(missing_ok=True)
         secrets_file = self._write_secret_manifests()
+        # A new emulator has new pods: the logs of the previous one's go.
+        shutil.rmtree(self.dir / "pods", ignore_errors=True)
         proc = processes.spawn(
             [
                 sys.executable,

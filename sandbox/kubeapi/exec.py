@@ -6,7 +6,8 @@ What the client sees is what a kubelet behind a real API server gives: an HTTP U
 the cause's message) — and a close frame. ``kubectl exec`` (which offers v5 only since 1.30) and the
 official Python client's ``stream`` (v5, v4) both work.
 
-A sandbox pod has no process of its own, so the command runs on the host, under these rules:
+The command runs on the host as a new process (beside the pod's own process, if its image is
+runnable: see ``kubelet.py``, which starts those with the same environment), under these rules:
 
 * Only a command whose first word (its base name, so ``./matchbook`` counts as ``matchbook``) is on
   the server's allow-list runs; the allow-list maps that word to the host program that stands in for
@@ -15,8 +16,8 @@ A sandbox pod has no process of its own, so the command runs on the host, under 
 * The process gets the container's environment resolved from the pod spec — ``env`` values,
   ``valueFrom`` ``secretKeyRef``/``configMapKeyRef``/``fieldRef``, ``envFrom`` Secrets and ConfigMaps
   (with ``prefix``) — plus ``PATH``, ``HOME``, ``HOSTNAME`` (the pod's name) and ``PYTHONPATH`` (the
-  project), and nothing else of the host's environment. A missing Secret or key that is not
-  ``optional`` fails the exec, as the container could not have started.
+  project and its collections), and nothing else of the host's environment. A missing Secret or key
+  that is not ``optional`` fails the exec, as the container could not have started.
 * No shell, no TTY and no stdin: the arguments go to the program as a list; ``tty`` is ignored and
   stdin is closed (frames a client sends on channel 0 are discarded).
 * It runs in the project's folder and is killed after ``timeout`` seconds or when the client goes away.
