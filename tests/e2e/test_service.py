@@ -64,7 +64,10 @@ def state(kube) -> dict:
     out["nodes"] = [
         bool(n.get("spec", {}).get("unschedulable")) for n in kube.request("GET", "/api/v1/nodes")["items"]
     ]
-    out["pods"] = sorted(p["metadata"]["name"] for p in kube.list("Pod"))
+    # Pods still terminating (from an earlier rollout) are on their way out, not part of the state.
+    out["pods"] = sorted(
+        p["metadata"]["name"] for p in kube.list("Pod") if not p["metadata"].get("deletionTimestamp")
+    )
     return out
 
 
