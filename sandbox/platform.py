@@ -292,7 +292,11 @@ class Sandbox:
                 "secret_key_file": str(self.dir / "secrets" / "s3-secret-key"),
                 "region": S3_REGION,
             },
-            "redis": {"url": f"redis://127.0.0.1:{ports.get('redis')}/0"},
+            # The password is in password_file (and in the redis-secret Secret's url), not in the url.
+            "redis": {
+                "url": f"redis://127.0.0.1:{ports.get('redis')}/0",
+                "password_file": str(self.dir / "secrets" / "redis-password"),
+            },
             # Answers as Slack, PagerDuty Events v2 and Statuspage do; GET <url>/_received lists calls.
             "receiver": {"url": f"http://127.0.0.1:{ports.get('receiver')}"},
             # nginx, routed by the sandbox's ingress controller from the cluster's Ingresses; send
@@ -480,9 +484,17 @@ class Sandbox:
         folder = self.dir / "redis"
         folder.mkdir(parents=True, exist_ok=True)
         port = self.port("redis")
+        # The password goes in a 0600 configuration file (redis-server reads the file named as its first
+        # argument), never on the command line where ps shows it.
+        password = self.secret("redis-password")  # creates the secrets folder too
+        config = self.dir / "secrets" / "redis.conf"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"requirepass {password}\n")
         proc = processes.spawn(
             [
                 "redis-server",
+                str(config),
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -649,6 +661,8 @@ class Sandbox:
         ready = self.dir / "kubeapi.ready"
         ready.unlink(missing_ok=True)
         secrets_file = self._write_secret_manifests()
+        # A new emulator has new pods: the logs of the previous one's go.
+        shutil.rmtree(self.dir / "pods", ignore_errors=True)
         proc = processes.spawn(
             [
                 sys.executable,
@@ -660,6 +674,13 @@ class Sandbox:
                 str(port),
                 "--ready-delay",
                 str(self.state["ready_delay"]),
+                "--images",
+                str(HERE / "images.yaml"),
+                # Container logs, one folder per pod; crash-looping containers restart after 1 s, 2 s, ...
+                "--pods-dir",
+                str(self.dir / "pods"),
+                "--restart-backoff",
+                "1",
                 "--seed",
                 str(HERE / "platform.yaml"),
                 "--seed",
@@ -704,6 +725,10 @@ class Sandbox:
                 "database": DATABASE,
                 "url": f"postgresql://{DB_USER}:{password}@127.0.0.1:{pg_port}/{DATABASE}",
             },
+            "redis-secret": {
+                "password": self.secret("redis-password"),
+                "url": f"redis://:{self.secret('redis-password')}@127.0.0.1:{self.port('redis')}/0",
+            },
             "api-keys": {
                 "admin-key": self.secret("api-admin-key"),
                 "webhook-key": self.secret("api-webhook-key"),
@@ -725,8 +750,10 @@ class Sandbox:
             yaml.safe_dump_all(docs, handle)
         return path
 
-    def _wait_platform_ready(self, timeout: float = 60) -> None:
-        """Every seeded Deployment and StatefulSet has all its replicas ready."""
+    def _wait_platform_ready(self, timeout: float = 90) -> None:
+        """Every seeded Deployment and StatefulSet has all its replicas ready: for the application's
+        pods that is their readiness probe answering (database and Redis reachable with the Secrets'
+        credentials)."""
         from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
 
         kube = Kube(str(self.dir / "kubeconfig"), None, NAMESPACE)

@@ -1,5 +1,5 @@
 """python -m sandbox.kubeapi --host 127.0.0.1 --port 8080 [--seed FILE ...] [--ready-file PATH]
-[--tls-cert FILE --tls-key FILE] [--token-file FILE]"""
+[--tls-cert FILE --tls-key FILE] [--token-file FILE] [--images FILE] [--pods-dir DIR] [--restart-backoff S]"""
 
 import argparse
 import logging
@@ -21,6 +21,11 @@ def main(argv=None):
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     parser.add_argument("--token-file", help="require the bearer token this file holds (401 otherwise)")
+    parser.add_argument("--images", help="image catalogue (YAML): what pulls, and what runs as a process")
+    parser.add_argument("--pods-dir", help="container logs go here (default: a temporary folder)")
+    parser.add_argument(
+        "--restart-backoff", type=float, default=10.0, help="first crash-loop back-off in seconds (doubles)"
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -37,7 +42,16 @@ def main(argv=None):
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
-    server = KubeAPIServer(args.host, args.port, args.ready_delay, tls=tls, token=token).start()
+    server = KubeAPIServer(
+        args.host,
+        args.port,
+        args.ready_delay,
+        tls=tls,
+        token=token,
+        images=args.images,
+        pods_dir=args.pods_dir,
+        restart_backoff=args.restart_backoff,
+    ).start()
     try:
         for path in args.seed:
             server.load(load_manifests(path))

@@ -8,6 +8,7 @@ import json
 import math
 import random
 import re
+import time
 import uuid
 
 import yaml
@@ -147,6 +148,7 @@ class API:
     def __init__(self, store):
         self.store = store
         self._ips = 0
+        self.kubelet = None  # set by the server: pods with processes are deleted gracefully
 
     # ------------------------------------------------------------ helpers
     @staticmethod
@@ -203,6 +205,8 @@ class API:
     def create(self, res, ns, body, dry_run=False, implicit_namespace=False):
         obj = copy.deepcopy(body)
         meta = self._check(res, obj, ns)
+        if res.kind == "Pod":
+            self._admit_service_account(obj)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + rand_suffix()
         with self.store.lock:
@@ -348,9 +352,49 @@ class API:
                             self.store.remove(discovery.rkey(other), name, obj["metadata"]["name"])
             if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents"):
                 self._orphan(uid)
+            if res.kind == "Pod" and self.kubelet is not None and self.kubelet.graceful(old):
+                marked = self._delete_gracefully(res, old, options)
+                if marked is not None:
+                    return marked
             return self.view(
                 res, self.store.remove(discovery.rkey(res), old["metadata"].get("namespace"), name)
             )
+
+    def _admit_service_account(self, pod):
+        """The ServiceAccount admission plugin: a pod's service account must exist in its namespace."""
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        ns = meta["namespace"]
+        if self.store.get("/serviceaccounts", ns, account) is None and self.store.get("/namespaces", "", ns):
+            name = meta.get("name") or meta.get("generateName") or ""
+            raise APIError(
+                403,
+                "Forbidden",
+                f'pods "{name}" is forbidden: error looking up service account {ns}/{account}: '
+                f'serviceaccount "{account}" not found',
+                {"name": name, "kind": "pods"},
+            )
+
+    def _delete_gracefully(self, res, old, options):
+        """A pod whose processes run: marked terminating (the kubelet stops it; the controllers remove
+        it once its processes are gone). None when it is to go at once (grace period 0)."""
+        grace = options.get("gracePeriodSeconds")
+        if grace is None:
+            grace = (old.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        grace = max(0, int(grace))
+        meta = old["metadata"]
+        if grace == 0:
+            self.kubelet.kill(old)
+            return None
+        if meta.get("deletionTimestamp") and grace >= meta.get("deletionGracePeriodSeconds", grace):
+            return self.view(res, old)
+        new = copy.deepcopy(old)
+        deadline = time.time() + grace
+        new["metadata"].update(
+            deletionTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(deadline)),
+            deletionGracePeriodSeconds=grace,
+        )
+        return self.view(res, self.store.put(discovery.rkey(res), new, old))
 
     def _orphan(self, uid):
         for rkey in list(self.store.objects):

@@ -16,7 +16,8 @@ import uuid
 
 from . import discovery
 from .api import ALNUM, int_or_percent, pdb_status, pod_ready
-from .store import labels_match, now_iso, parse_time
+from .kubelet import HOST, HOST_PORTS, host_ports_annotation
+from .store import APIError, labels_match, now_iso, parse_time
 
 log = logging.getLogger(__name__)
 R = {r.kind: r for r in discovery.RESOURCES if r.version == "v1" and r.group in ("", "apps")}
@@ -127,8 +128,19 @@ def available(pod, min_ready):
     )
 
 
-def broken(image):
-    return str(image).rsplit("/", 1)[-1].partition(":")[2] == "broken"
+def terminating(pod):
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def target_container_port(pod, target):
+    """The containerPort a Service's targetPort means for this pod (a number, or a port's name)."""
+    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+        return int(target)
+    for c in pod["spec"].get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == target:
+                return p.get("containerPort")
+    return None
 
 
 def node_fits(node, pod_spec):
@@ -143,8 +155,9 @@ def without_zeros(status, keep=()):
 
 
 class Controllers:
-    def __init__(self, api, ready_delay=1.0):
+    def __init__(self, api, kubelet, ready_delay=1.0):
         self.api, self.store, self.ready_delay = api, api.store, ready_delay
+        self.kubelet = kubelet
         self.started = {}  # pod uid -> (monotonic start, pod IP)
         self.events = collections.OrderedDict()  # (uid, reason, message) -> (namespace, name)
         self.rr = 0
@@ -170,6 +183,8 @@ class Controllers:
                         break
 
     def reconcile(self):
+        for pod, reason, message, etype, path in self.kubelet.drain_events():
+            self.event(pod, reason, message, etype, "kubelet", path)
         self.nodes()
         nodes = self.store.list("/nodes")
         addresses = {
@@ -197,7 +212,13 @@ class Controllers:
                         self.failed = self.failed if len(self.failed) < 1000 else set()
                         self.failed.add(key)
                         log.exception("cannot reconcile %s %s", rkey, obj["metadata"].get("name"))
-        for uid in set(self.started) - {p["metadata"]["uid"] for p in self.store.list("/pods")}:
+        present = {p["metadata"]["uid"] for p in self.store.list("/pods")}
+        for uid in self.kubelet.sweep(present):  # terminating pods whose processes are gone
+            where = self.store.uids.get(uid)
+            if where is not None:
+                self.store.remove(*where)
+            self.kubelet.forget(uid)
+        for uid in set(self.started) - present:
             del self.started[uid]
             self.settled.pop(uid, None)
         self.gc()
@@ -268,7 +289,8 @@ class Controllers:
     def new_pod(self, owner, name=None, labels=None, node=None):
         template = owner["spec"].get("template") or {}
         meta = copy.deepcopy(template.get("metadata") or {})
-        meta.pop("creationTimestamp", None)
+        for key in ("creationTimestamp", "name", "namespace"):  # a template's own name is ignored
+            meta.pop(key, None)
         meta["labels"] = dict(meta.get("labels") or {}, **(labels or {}))
         meta["ownerReferences"] = [owner_ref(owner)]
         meta.update({"name": name} if name else {"generateName": owner["metadata"]["name"] + "-"})
@@ -395,6 +417,11 @@ class Controllers:
         else:
             message = "Deployment does not have minimum availability."
             set_cond(conds, "Available", "False", "MinimumReplicasUnavailable", message)
+        failure = cond(new, "ReplicaFailure") if new else None
+        if failure and failure.get("status") == "True":
+            set_cond(conds, "ReplicaFailure", "True", "FailedCreate", failure.get("message"))
+        else:
+            conds[:] = [c for c in conds if c.get("type") != "ReplicaFailure"]
         progressing = next((c for c in conds if c["type"] == "Progressing"), {})
         old, name = d.get("status") or {}, new and new["metadata"]["name"]
         moved = (  # the same notion of progress as the real controller
@@ -543,9 +570,25 @@ class Controllers:
     # ------------------------------------------------------------ replicasets
     def replicaset(self, rs):
         ns, want = rs["metadata"]["namespace"], replicas(rs)
-        pods = self.owned("Pod", ns, rs)
+        # Terminating pods are not active: their replacements are created at once, as on a cluster.
+        pods = [p for p in self.owned("Pod", ns, rs) if not terminating(p)]
+        failure = None
         for _ in range(want - len(pods)):
-            pods.append(self.new_pod(rs))
+            try:
+                pods.append(self.new_pod(rs))
+            except APIError as exc:  # e.g. refused by admission
+                failure = exc.message
+                self.event(
+                    rs, "FailedCreate", f"Error creating: {failure}", "Warning", "replicaset-controller"
+                )
+                break
+        conds = copy.deepcopy((rs.get("status") or {}).get("conditions") or [])
+        if failure:
+            set_cond(conds, "ReplicaFailure", "True", "FailedCreate", failure, probe=True)
+            for c in conds:
+                c.pop("lastProbeTime", None)
+        elif len(pods) >= want:
+            conds = [c for c in conds if c.get("type") != "ReplicaFailure"]
         if len(pods) > want:
 
             def rank(p):
@@ -560,7 +603,7 @@ class Controllers:
             for pod in doomed:
                 self.delete_pod(rs, pod)
             pods = [p for p in pods if p not in doomed]
-        self.workload_status(rs, pods)
+        self.workload_status(rs, pods, {"conditions": conds} if conds else None)
 
     def workload_status(self, obj, pods, extra=None):
         min_ready = obj["spec"].get("minReadySeconds", 0)
@@ -594,15 +637,20 @@ class Controllers:
         for i in range(want):
             pod = pods.get(i)
             if pod is None:
-                pods[i] = self.new_pod(
-                    sts,
-                    f"{name}-{i}",
-                    {
-                        "controller-revision-hash": update_rev,
-                        "statefulset.kubernetes.io/pod-name": f"{name}-{i}",
-                        "apps.kubernetes.io/pod-index": str(i),
-                    },
-                )
+                try:
+                    pods[i] = self.new_pod(
+                        sts,
+                        f"{name}-{i}",
+                        {
+                            "controller-revision-hash": update_rev,
+                            "statefulset.kubernetes.io/pod-name": f"{name}-{i}",
+                            "apps.kubernetes.io/pod-index": str(i),
+                        },
+                    )
+                except APIError as exc:
+                    message = f"create Pod {name}-{i} in StatefulSet {name} failed error: {exc.message}"
+                    self.event(sts, "FailedCreate", message, "Warning", "statefulset-controller")
+                    break
                 busy = True
             elif not pod_ready(pod):
                 busy = True
@@ -683,7 +731,13 @@ class Controllers:
         pods = self.owned("Pod", ns, ds)
         placed = {p["spec"].get("nodeName") for p in pods}
         for node in sorted(nodes - placed):
-            pods.append(self.new_pod(ds, labels={"controller-revision-hash": rev}, node=node))
+            try:
+                pods.append(self.new_pod(ds, labels={"controller-revision-hash": rev}, node=node))
+            except APIError as exc:
+                self.event(
+                    ds, "FailedCreate", f"Error creating: {exc.message}", "Warning", "daemonset-controller"
+                )
+                break
         for pod in [p for p in pods if p["spec"].get("nodeName") not in nodes]:
             self.delete_pod(ds, pod)
             pods.remove(pod)
@@ -744,6 +798,9 @@ class Controllers:
                 f"Successfully assigned {meta['namespace']}/{meta['name']} to {spec['nodeName']}",
                 component="default-scheduler",
             )
+        if self.kubelet.wants(pod):
+            self.live_pod(pod, new, status, conds, now)
+            return
         if uid not in self.started:
             self.ips += 1
             self.started[uid] = (time.monotonic(), f"10.244.{self.ips // 250 % 250}.{self.ips % 250 + 2}")
@@ -753,11 +810,36 @@ class Controllers:
         if self.write(R["Pod"], pod, new) is pod and elapsed >= max(self.ready_delay, 1.0):
             self.settled[uid] = meta.get("resourceVersion")  # nothing left to do until it changes
 
+    def live_pod(self, pod, new, status, conds, now):
+        """A pod whose containers run as processes: its status is what the kubelet sees."""
+        runtime = self.kubelet.sync(pod)
+        with self.kubelet.lock:
+            phase, ready, unready, statuses = runtime.status()
+            statuses = copy.deepcopy(statuses)
+        meta = new["metadata"]
+        meta["annotations"] = dict(
+            meta.get("annotations") or {}, **{HOST_PORTS: host_ports_annotation(runtime)}
+        )
+        status["phase"] = phase
+        status.setdefault("startTime", now)
+        status.update(hostIP=HOST, hostIPs=[{"ip": HOST}], podIP=HOST, podIPs=[{"ip": HOST}])
+        for ctype in ("PodReadyToStartContainers", "Initialized", "PodScheduled"):
+            set_cond(conds, ctype, "True", probe=True)
+        message = f"containers with unready status: [{' '.join(unready)}]"
+        for ctype, ok in (("Ready", ready), ("ContainersReady", not unready)):
+            if ok:
+                set_cond(conds, ctype, "True", probe=True)
+            else:
+                set_cond(conds, ctype, "False", "ContainersNotReady", message, probe=True)
+        status["containerStatuses"] = statuses
+        status.setdefault("qosClass", "BestEffort")
+        self.write(R["Pod"], pod, new)
+
     def container_events(self, pod, spec):
         for c in spec.get("containers") or []:
             path, image = f"spec.containers{{{c['name']}}}", c.get("image")
             self.event(pod, "Pulling", f'Pulling image "{image}"', component="kubelet", field_path=path)
-            if broken(image):
+            if not self.kubelet.pullable(image):
                 self.event(
                     pod,
                     "Failed",
@@ -783,7 +865,7 @@ class Controllers:
 
     def pod_status(self, pod, spec, status, conds, elapsed, addresses, now):
         containers = spec.get("containers") or []
-        bad = [c["name"] for c in containers if broken(c.get("image"))]
+        bad = [c["name"] for c in containers if not self.kubelet.pullable(c.get("image"))]
         started = elapsed >= self.ready_delay
         ready = started and not bad
         backoff = elapsed >= max(self.ready_delay, 1.0)
@@ -834,6 +916,8 @@ class Controllers:
 
     # ------------------------------------------------------------ services, budgets, GC
     def endpoints(self, svc):
+        """Endpoints of a Service: pods with the same ports share a subset (a live pod's ports are its
+        host ports, so it has a subset of its own); terminating pods are left out at once."""
         selector, ns, name = (
             svc["spec"].get("selector"),
             svc["metadata"]["namespace"],
@@ -841,30 +925,30 @@ class Controllers:
         )
         if not selector:
             return
-        subset = {"addresses": [], "notReadyAddresses": [], "ports": []}
+        subsets = {}
         for pod in self.store.list("/pods", ns):
             ip = (pod.get("status") or {}).get("podIP")
-            if ip and selector.items() <= (pod["metadata"].get("labels") or {}).items():
-                ref = {
-                    "kind": "Pod",
-                    "namespace": ns,
-                    "name": pod["metadata"]["name"],
-                    "uid": pod["metadata"]["uid"],
-                }
-                address = {"ip": ip, "nodeName": pod["spec"].get("nodeName"), "targetRef": ref}
-                subset["addresses" if pod_ready(pod) else "notReadyAddresses"].append(address)
-        for port in svc["spec"].get("ports") or []:
-            target = port.get("targetPort", port.get("port"))
-            entry = {
-                "port": target if isinstance(target, int) else port.get("port"),
-                "protocol": port["protocol"],
+            if (
+                not ip
+                or terminating(pod)
+                or not selector.items() <= (pod["metadata"].get("labels") or {}).items()
+            ):
+                continue
+            ports = self.endpoint_ports(svc, pod)
+            if ports is None:
+                continue
+            ref = {
+                "kind": "Pod",
+                "namespace": ns,
+                "name": pod["metadata"]["name"],
+                "uid": pod["metadata"]["uid"],
             }
-            subset["ports"].append(dict(entry, name=port["name"]) if port.get("name") else entry)
-        subsets = (
-            [{k: v for k, v in subset.items() if v}]
-            if subset["addresses"] or subset["notReadyAddresses"]
-            else []
-        )
+            address = {"ip": ip, "nodeName": pod["spec"].get("nodeName"), "targetRef": ref}
+            subset = subsets.setdefault(
+                json.dumps(ports, sort_keys=True), {"addresses": [], "notReadyAddresses": [], "ports": ports}
+            )
+            subset["addresses" if pod_ready(pod) else "notReadyAddresses"].append(address)
+        subsets = [{k: v for k, v in subsets[key].items() if v} for key in sorted(subsets)]
         existing = self.store.get("/endpoints", ns, name)
         if existing is None:
             labels = svc["metadata"].get("labels") or {}
@@ -873,6 +957,21 @@ class Controllers:
             )
         else:
             self.write(R["Endpoints"], existing, dict(existing, subsets=subsets))
+
+    @staticmethod
+    def endpoint_ports(svc, pod):
+        """The Endpoints ports of the Service for this pod, or None when the pod has none of them."""
+        host_ports = json.loads((pod["metadata"].get("annotations") or {}).get(HOST_PORTS) or "null")
+        ports = []
+        for port in svc["spec"].get("ports") or []:
+            target = target_container_port(pod, port.get("targetPort", port.get("port")))
+            if target is not None and host_ports is not None:
+                target = host_ports.get(str(target))
+            if target is None:
+                continue
+            entry = {"port": target, "protocol": port["protocol"]}
+            ports.append(dict(entry, name=port["name"]) if port.get("name") else entry)
+        return ports if ports or not svc["spec"].get("ports") else None
 
     def pdb(self, pdb):
         res = discovery.BY_PATH[("policy", "v1", "poddisruptionbudgets")]

@@ -6,7 +6,8 @@ What the client sees is what a kubelet behind a real API server gives: an HTTP U
 the cause's message) — and a close frame. ``kubectl exec`` (which offers v5 only since 1.30) and the
 official Python client's ``stream`` (v5, v4) both work.
 
-A sandbox pod has no process of its own, so the command runs on the host, under these rules:
+The command runs on the host as a new process (beside the pod's own process, if its image is
+runnable: see ``kubelet.py``, which starts those with the same environment), under these rules:
 
 * Only a command whose first word (its base name, so ``./matchbook`` counts as ``matchbook``) is on
   the server's allow-list runs; the allow-list maps that word to the host program that stands in for
@@ -15,8 +16,8 @@ A sandbox pod has no process of its own, so the command runs on the host, under 
 * The process gets the container's environment resolved from the pod spec — ``env`` values,
   ``valueFrom`` ``secretKeyRef``/``configMapKeyRef``/``fieldRef``, ``envFrom`` Secrets and ConfigMaps
   (with ``prefix``) — plus ``PATH``, ``HOME``, ``HOSTNAME`` (the pod's name) and ``PYTHONPATH`` (the
-  project), and nothing else of the host's environment. A missing Secret or key that is not
-  ``optional`` fails the exec, as the container could not have started.
+  project and its collections), and nothing else of the host's environment. A missing Secret or key
+  that is not ``optional`` fails the exec, as the container could not have started.
 * No shell, no TTY and no stdin: the arguments go to the program as a list; ``tty`` is ignored and
   stdin is closed (frames a client sends on channel 0 are discarded).
 * It runs in the project's folder and is killed after ``timeout`` seconds or when the client goes away.
@@ -42,7 +43,7 @@ from .store import APIError
 
 log = logging.getLogger(__name__)
 
-PROJECT = Path(__file__).resolve().parents[3]
+PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT_COMMANDS = {"matchbook": [sys.executable, "-m", "sandbox.app"]}
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -165,6 +166,20 @@ def container_env(app, pod, container):
                         )
                     continue
                 env[var["name"]] = value
+    return env
+
+
+def process_env(app, pod, container):
+    """The whole environment of a process standing in for the container: the container's own
+    (``container_env``) plus ``PATH``, ``HOME``, ``HOSTNAME`` (the pod's name) and ``PYTHONPATH`` (the
+    project and its collections), nothing else of the host's; raises ValueError."""
+    env = container_env(app, pod, container)
+    env.update(
+        PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+        HOME=env.get("HOME", "/tmp"),
+        HOSTNAME=pod["metadata"]["name"],
+        PYTHONPATH=os.pathsep.join([str(PROJECT), str(PROJECT / "collections")]),
+    )
     return env
 
 
@@ -291,16 +306,10 @@ def run(app, session, pod, container, argv):
         )
         return 126, f"command {argv[0]!r} is not allowed in the sandbox"
     try:
-        env = container_env(app, pod, container)
+        env = process_env(app, pod, container)
     except ValueError as exc:
         session.channel(STDERR, f"sandbox exec: {exc}\n".encode())
         return 1, f"container environment: {exc}"
-    env.update(
-        PATH=os.environ.get("PATH", "/usr/bin:/bin"),
-        HOME=env.get("HOME", "/tmp"),
-        HOSTNAME=pod["metadata"]["name"],
-        PYTHONPATH=str(PROJECT),
-    )
     holder = {}
     listener = threading.Thread(target=session.listen, args=(holder,), name="kubeapi-exec-ws", daemon=True)
     try:

@@ -5,6 +5,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import queue
 import select
 import socket
@@ -20,6 +21,7 @@ from . import discovery, tables
 from . import exec as pod_exec
 from .api import API
 from .controllers import Controllers
+from .kubelet import Catalogue, Kubelet, LogError, format_log
 from .store import APIError, Store, Watcher, now_iso, parse_field_selector, parse_label_selector
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,39 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             app.store.unwatch(watcher)
 
+    def follow_log(self, app, data, path, running, q):
+        """``kubectl logs -f``: what the log holds, then its new lines while the container runs."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        stamps = q.get("timestamps") in ("true", "1")
+        try:
+            if data:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            with open(path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                while not app.stopping.is_set():
+                    line = fh.readline()
+                    if not line.endswith(b"\n"):
+                        if not running():
+                            break
+                        if self._client_gone():
+                            raise ConnectionResetError("log client went away")
+                        fh.seek(-len(line), os.SEEK_CUR)
+                        time.sleep(0.1)
+                        continue
+                    stamp, _, rest = line.partition(b" ")
+                    text = rest.partition(b" ")[2].partition(b" ")[2]
+                    chunk = (stamp + b" " if stamps else b"") + text
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
@@ -205,16 +240,35 @@ class _HTTPServer(ThreadingHTTPServer):
 class KubeAPIServer:
     """Emulated Kubernetes API server; see README.md for what is covered."""
 
-    def __init__(self, host="127.0.0.1", port=0, ready_delay=1.0, exec_commands=None, tls=None, token=None):
+    def __init__(
+        self,
+        host="127.0.0.1",
+        port=0,
+        ready_delay=1.0,
+        exec_commands=None,
+        tls=None,
+        token=None,
+        images=None,
+        pods_dir=None,
+        restart_backoff=10.0,
+    ):
         """``tls``: ``(certfile, keyfile)`` to serve HTTPS; ``token``: the bearer token every request
-        but the anonymous health and version paths must carry (401 otherwise), as on a cluster."""
+        but the anonymous health and version paths must carry (401 otherwise), as on a cluster.
+        ``images``: the image catalogue (a path, a ``Catalogue`` or its ``repositories`` dict); without
+        one every image pulls but tag ``broken`` and nothing runs. ``pods_dir``: where container logs
+        go (default: a temporary folder, removed on stop). ``restart_backoff``: the first crash-loop
+        back-off in seconds (doubling up to 30 times that)."""
         self.host, self.port = host, port
         self.tls, self.token = tls, token
         # pods/exec runs only these commands, on the host (first word -> host argv; see exec.py).
         self.exec_commands = dict(pod_exec.DEFAULT_COMMANDS if exec_commands is None else exec_commands)
         self.store = Store()
         self.api = API(self.store)
-        self.controllers = Controllers(self.api, ready_delay)
+        if images is not None and not isinstance(images, Catalogue):
+            images = Catalogue.load(images) if isinstance(images, (str, os.PathLike)) else Catalogue(images)
+        self.kubelet = Kubelet(self.api, images, pods_dir, restart_backoff)
+        self.api.kubelet = self.kubelet
+        self.controllers = Controllers(self.api, self.kubelet, ready_delay)
         self.stopping = threading.Event()
         self._httpd, self._threads = None, []
 
@@ -275,6 +329,7 @@ class KubeAPIServer:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
+        self.kubelet.close()
 
     def __enter__(self):
         return self.start()
@@ -346,7 +401,7 @@ class KubeAPIServer:
             if sub == "scale":
                 return 200, self.api.scale_of(res, obj)
             if sub == "log":
-                return 200, self.pod_log(obj, q), "text/plain"
+                return self.pod_log(obj, q, handler)
             return 200, tables.render(res, [self.api.view(res, obj)], headers, q) or self.api.view(res, obj)
         if method == "POST" and res.kind == "SelfSubjectAccessReview":  # RBAC is not enforced: allow all
             review = {} if "protobuf" in (headers.get("Content-Type") or "") else _decode(headers, raw) or {}
@@ -366,6 +421,8 @@ class KubeAPIServer:
                 _decode(headers, raw) if raw and "json" in (headers.get("Content-Type") or "json") else {}
             )
             options = dict(options or {}, **{k: q[k] for k in ("propagationPolicy",) if k in q})
+            if q.get("gracePeriodSeconds", "").lstrip("-").isdigit():
+                options["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
             if name:
                 return 200, self.api.delete(res, ns, name, options, dry)
             return 200, self._list_doc(
@@ -434,13 +491,28 @@ class KubeAPIServer:
         handler.stream(self, watcher, initial, render, timeout, bookmark)
         return None
 
-    def pod_log(self, pod, q):
+    def pod_log(self, pod, q, handler):
         containers = [c["name"] for c in pod["spec"].get("containers") or []]
         container = q.get("container") or (containers[0] if containers else "")
         if container not in containers:
             raise APIError(
                 400, "BadRequest", f"container {container} is not valid for pod {pod['metadata']['name']}"
             )
+        try:
+            found = self.kubelet.log(pod, container, q)
+        except LogError as exc:
+            raise APIError(400, "BadRequest", str(exc)) from None
+        if found is None:  # no process of its own: a fixed text
+            return 200, self.fixed_log(pod, container, q), "text/plain"
+        runner, path, instance = found
+        data = format_log(path, q)
+        if q.get("follow") not in ("true", "1") or not self.kubelet.alive(runner, instance):
+            return 200, data.decode("utf-8", "replace"), "text/plain"
+        handler.follow_log(self, data, path, lambda: self.kubelet.alive(runner, instance), q)
+        return None
+
+    @staticmethod
+    def fixed_log(pod, container, q):
         image = next(c.get("image") for c in pod["spec"]["containers"] if c["name"] == container)
         start = (pod.get("status") or {}).get("startTime") or now_iso()
         lines = [

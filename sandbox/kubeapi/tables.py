@@ -26,6 +26,8 @@ def _s(obj, *path, default=0):
 
 
 def _pod_status(pod):
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating"
     for cs in _s(pod, "status", "containerStatuses", default=[]):
         waiting = _s(cs, "state", "waiting", "reason", default="")
         if waiting:

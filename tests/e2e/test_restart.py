@@ -40,7 +40,7 @@ def set_image(kube, name: str, tag: str) -> None:
         {
             "spec": {
                 "template": {
-                    "spec": {"containers": [{"name": name, "image": f"ghcr.io/matchbook/{name}:{tag}"}]}
+                    "spec": {"containers": [{"name": name, "image": f"sandbox.local/matchbook-{name}:{tag}"}]}
                 }
             }
         },

@@ -34,7 +34,7 @@ def complete(kube, name: str, kind: str = "Deployment") -> bool:
 
 
 def set_image(kube, name: str, tag: str) -> None:
-    container = {"name": name, "image": f"ghcr.io/matchbook/{name}:{tag}"}
+    container = {"name": name, "image": f"sandbox.local/matchbook-{name}:{tag}"}
     kube.patch("Deployment", name, {"spec": {"template": {"spec": {"containers": [container]}}}})
 
 
@@ -59,7 +59,10 @@ def state(kube) -> dict:
     out["nodes"] = [
         bool(n.get("spec", {}).get("unschedulable")) for n in kube.request("GET", "/api/v1/nodes")["items"]
     ]
-    out["pods"] = sorted(p["metadata"]["name"] for p in kube.list("Pod"))
+    # Pods still terminating (from an earlier rollout) are on their way out, not part of the state.
+    out["pods"] = sorted(
+        p["metadata"]["name"] for p in kube.list("Pod") if not p["metadata"].get("deletionTimestamp")
+    )
     return out
 
 
@@ -144,7 +147,7 @@ def test_rollback_to_a_revision_and_to_an_image_tag_and_check_mode(driver, kube)
     assert image(kube, "crank").endswith(f":{GOOD}") and complete(kube, "crank")
     tag = driver("rollback", "--service", "crank", "--image", "v1.5.0", "--incident", incident_id())
     assert tag.rc == 0, tag.stderr
-    assert image(kube, "crank") == "ghcr.io/matchbook/crank:v1.5.0" and complete(kube, "crank")
+    assert image(kube, "crank") == "sandbox.local/matchbook-crank:v1.5.0" and complete(kube, "crank")
 
 
 def test_rollback_refuses_a_revision_that_does_not_exist_listing_those_that_do(driver, kube):
@@ -383,9 +386,8 @@ def test_restart_unhealthy_deletes_only_pods_not_serving(driver, kube):
         p["metadata"]["name"] for p in kube.list("Pod", label_selector="app.kubernetes.io/name=api")
     )
     sick, healthy = pods
-    kube.patch(
-        "Pod", sick, {"spec": {"containers": [{"name": "api", "image": "ghcr.io/matchbook/api:broken"}]}}
-    )
+    broken = {"spec": {"containers": [{"name": "api", "image": "sandbox.local/matchbook-api:broken"}]}}
+    kube.patch("Pod", sick, broken)
     wait_for(lambda: not complete(kube, "api"), what="api pod unhealthy")
     before = state(kube)
     check = driver(
