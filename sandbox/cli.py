@@ -45,6 +45,7 @@ def _run(action: str, folder: str | None, as_json: bool) -> int:
             print(json.dumps({"dir": str(sandbox.dir), "running": {}}) if as_json else "sandbox: not created")
             return 1
         status = sandbox.status()
+    status["pods"] = sandbox.pods()
     if as_json:
         print(json.dumps(status, indent=2))
         return 0 if all(status["running"].values()) else 1
@@ -59,4 +60,10 @@ def _run(action: str, folder: str | None, as_json: bool) -> int:
     print(f"  ingress    {status['ingress']['url']} (Host: {status['ingress']['host']})")
     print(f"  prometheus {status['prometheus']['url']} (rules: {status['prometheus']['rules_dir']})")
     print(f"  alertmanager {status['alertmanager']['url']}")
+    for service, pods in sorted(status["pods"].items()):
+        shown = ", ".join(
+            f"{p['name']} {p['phase']}{'' if p['ready'] else ' (not ready)'} {' '.join(p['addresses'])}"
+            for p in pods
+        )
+        print(f"  pods of {service}: {shown}")
     return 0 if all(status["running"].values()) else 1

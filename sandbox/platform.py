@@ -309,6 +309,36 @@ class Sandbox:
             "alertmanager": {"url": f"http://127.0.0.1:{ports.get('alertmanager')}"},
         }
 
+    def pods(self) -> dict[str, list[dict[str, Any]]]:
+        """Each service's pods (by their app.kubernetes.io/name label) with phase, readiness and the
+        addresses they answer on: 127.0.0.1 and a host port per container port for the application's
+        pods (the kubelet's sandbox.local/host-ports annotation), the record's IP for the others."""
+        if not self.running("kubeapi"):
+            return {}
+        from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
+
+        kube = Kube(str(self.dir / "kubeconfig"), None, NAMESPACE)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for pod in kube.request("GET", f"/api/v1/namespaces/{NAMESPACE}/pods")["items"]:
+            meta, status = pod["metadata"], pod.get("status") or {}
+            service = (meta.get("labels") or {}).get("app.kubernetes.io/name", "")
+            ports = json.loads((meta.get("annotations") or {}).get("sandbox.local/host-ports", "{}"))
+            ip = status.get("podIP")
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            )
+            found.setdefault(service, []).append(
+                {
+                    "name": meta["name"],
+                    "phase": "Terminating" if meta.get("deletionTimestamp") else status.get("phase"),
+                    "ready": ready,
+                    "addresses": [f"127.0.0.1:{port}" for port in ports.values()]
+                    if ports
+                    else ([ip] if ip else []),
+                }
+            )
+        return found
+
     def write_endpoints(self) -> None:
         """What the sandbox inventory reads: endpoints and file paths, no secret values."""
         status = self.status()

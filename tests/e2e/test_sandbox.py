@@ -50,6 +50,27 @@ def test_status_json_gives_every_endpoint(target, sandbox):
     assert all(status["running"].values())
     with psycopg.connect(status["postgres"]["dsn"]) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 3
+    for key in ("ingress", "prometheus", "alertmanager", "receiver"):
+        assert status[key]["url"].startswith("http://127.0.0.1:"), key
+    # Each service's pods with the addresses they answer on: the api's answer there, for real.
+    api = status["pods"]["api"]
+    assert len(api) == 2 and all(p["ready"] and p["phase"] == "Running" for p in api)
+    for pod in api:
+        (address,) = pod["addresses"]
+        with urllib.request.urlopen(f"http://{address}/health/ready", timeout=5) as answer:
+            assert json.load(answer)["pod"] == pod["name"]
+
+
+def test_the_seeded_ingress_serves_the_api(target):
+    """What a client sees: the api's answer through the ingress, from both of its pods."""
+    ingress = target.status["ingress"]
+    pods = set()
+    for _ in range(20):
+        request = urllib.request.Request(f"{ingress['url']}/health/ready", headers={"Host": ingress["host"]})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200
+            pods.add(json.load(answer)["pod"])
+    assert len(pods) == 2
 
 
 def test_up_is_idempotent(target, sandbox):
