@@ -114,6 +114,14 @@ def driver(target, incidents):
     return run
 
 
+# The services' image repository: the sandbox's, or a real cluster's (EMERGENCY_TEST_IMAGES, with {name}).
+IMAGES = os.environ.get("EMERGENCY_TEST_IMAGES", "sandbox.local/matchbook-{name}")
+
+
+def image_of(name: str, tag: str) -> str:
+    return f"{IMAGES.format(name=name)}:{tag}"
+
+
 def incident_id(prefix: str = "INC-TEST") -> str:
     """A fresh incident id, so that no test's runs or lock meet another's."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils.kube import micro_time
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import rollout_state
-from tests.conftest import incident_id, wait_for
+from tests.conftest import image_of, incident_id, wait_for
 
 ORDER = ["indexer", "api", "crank"]
 INCIDENT_ANNOTATION = "emergency.ops/restart-incident"
@@ -37,13 +37,7 @@ def set_image(kube, name: str, tag: str) -> None:
     kube.patch(
         "Deployment",
         name,
-        {
-            "spec": {
-                "template": {
-                    "spec": {"containers": [{"name": name, "image": f"sandbox.local/matchbook-{name}:{tag}"}]}
-                }
-            }
-        },
+        {"spec": {"template": {"spec": {"containers": [{"name": name, "image": image_of(name, tag)}]}}}},
     )
 
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import rollout_state
-from tests.conftest import incident_id, wait_for
+from tests.conftest import image_of, incident_id, wait_for
 
 ORDER = ["indexer", "api", "crank"]
 NORMAL = {"indexer": 1, "api": 2, "crank": 1}
@@ -34,7 +34,7 @@ def complete(kube, name: str, kind: str = "Deployment") -> bool:
 
 
 def set_image(kube, name: str, tag: str) -> None:
-    container = {"name": name, "image": f"sandbox.local/matchbook-{name}:{tag}"}
+    container = {"name": name, "image": image_of(name, tag)}
     kube.patch("Deployment", name, {"spec": {"template": {"spec": {"containers": [container]}}}})
 
 
@@ -147,7 +147,7 @@ def test_rollback_to_a_revision_and_to_an_image_tag_and_check_mode(driver, kube)
     assert image(kube, "crank").endswith(f":{GOOD}") and complete(kube, "crank")
     tag = driver("rollback", "--service", "crank", "--image", "v1.5.0", "--incident", incident_id())
     assert tag.rc == 0, tag.stderr
-    assert image(kube, "crank") == "sandbox.local/matchbook-crank:v1.5.0" and complete(kube, "crank")
+    assert image(kube, "crank") == image_of("crank", "v1.5.0") and complete(kube, "crank")
 
 
 def test_rollback_refuses_a_revision_that_does_not_exist_listing_those_that_do(driver, kube):
@@ -386,7 +386,7 @@ def test_restart_unhealthy_deletes_only_pods_not_serving(driver, kube):
         p["metadata"]["name"] for p in kube.list("Pod", label_selector="app.kubernetes.io/name=api")
     )
     sick, healthy = pods
-    broken = {"spec": {"containers": [{"name": "api", "image": "sandbox.local/matchbook-api:broken"}]}}
+    broken = {"spec": {"containers": [{"name": "api", "image": image_of("api", "broken")}]}}
     kube.patch("Pod", sick, broken)
     wait_for(lambda: not complete(kube, "api"), what="api pod unhealthy")
     before = state(kube)
