@@ -34,8 +34,13 @@ def condition(obj, ctype):
 
 
 def pod_serving(pod):
-    """Running and Ready: the pod takes traffic."""
-    return pod.get("status", {}).get("phase") == "Running" and condition(pod, "Ready").get("status") == "True"
+    """Running, Ready and not terminating: the pod takes traffic (a pod being deleted has left its
+    Service's endpoints even while its container still runs out its grace period)."""
+    return (
+        not pod["metadata"].get("deletionTimestamp")
+        and pod.get("status", {}).get("phase") == "Running"
+        and condition(pod, "Ready").get("status") == "True"
+    )
 
 
 def pod_age(pod):
@@ -46,7 +51,9 @@ def pod_age(pod):
 def pod_summary(pod):
     return {
         "name": pod["metadata"]["name"],
-        "phase": pod.get("status", {}).get("phase", "Unknown"),
+        "phase": "Terminating"
+        if pod["metadata"].get("deletionTimestamp")
+        else pod.get("status", {}).get("phase", "Unknown"),
         "ready": condition(pod, "Ready").get("status") == "True",
         "node": pod.get("spec", {}).get("nodeName"),
     }
