@@ -36,6 +36,11 @@ RESOURCES = {
     "Pod": ("/api/v1", "pods"),
     "Event": ("/api/v1", "events"),
     "Secret": ("/api/v1", "secrets"),
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "Endpoints": ("/api/v1", "endpoints"),
+    "Ingress": ("/apis/networking.k8s.io/v1", "ingresses"),
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
 
