@@ -97,13 +97,21 @@ def host_port(pod, container_port=8080):
 
 
 def get(port, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"null")
-    finally:
-        conn.close()
+    """A GET to a pod's process; a container without a readiness probe is ready once started, which
+    can be a moment before its program listens, so a refused connection is tried again."""
+
+    def once():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read() or b"null")
+        except ConnectionRefusedError:
+            return None
+        finally:
+            conn.close()
+
+    return wait_for(once, timeout=10, interval=0.05, what=f"127.0.0.1:{port} to answer")
 
 
 def events(server, name):

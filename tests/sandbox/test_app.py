@@ -151,6 +151,9 @@ def urls(target, box):
     if redis_password.exists() and not parts.password:
         secret = urllib.parse.quote(redis_password.read_text().strip(), safe="")
         redis_url = parts._replace(netloc=f":{secret}@{parts.hostname}:{parts.port}").geturl()
+    # Redis database 1: the sandbox's own crank pod works the queue in database 0, and would take this
+    # module's orders from its crank.
+    redis_url = urllib.parse.urlsplit(redis_url)._replace(path="/1").geturl()
     return {"DATABASE_URL": database, "REDIS_URL": redis_url, "password": password}
 
 

@@ -340,7 +340,7 @@ def test_prometheus_scrapes_the_running_pods_it_discovers(edge, web):
             "containers": [
                 {
                     "name": "app",
-                    "image": "example.test/scraped:1",
+                    "image": "nginx:1.25",  # in the catalogue, records only: pulled, Running, never run
                     "ports": [{"containerPort": 8080, "name": "http"}],
                 }
             ]
