@@ -101,13 +101,18 @@ def test_prometheus_scrapes_the_application_pods(target):
 def test_kubectl_logs_show_the_requests(target):
     for _ in range(3):
         call(target, "/api/markets", "not-the-key")
-    proc = subprocess.run(
-        ["kubectl", "logs", "-l", "app.kubernetes.io/name=api", "-n", target.namespace, "--tail", "200"],
-        env={"KUBECONFIG": target.kubeconfig, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "/api/markets" in proc.stdout and "401" in proc.stdout
-    assert "not-the-key" not in proc.stdout  # a refused key is logged by name, never its value
+
+    def logs() -> str | None:
+        proc = subprocess.run(
+            ["kubectl", "logs", "-l", "app.kubernetes.io/name=api", "-n", target.namespace, "--tail", "200"],
+            env={"KUBECONFIG": target.kubeconfig, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout if "/api/markets" in proc.stdout and "401" in proc.stdout else None
+
+    # The kubelet copies a container's output to its log as it comes: wait for the lines to land.
+    out = wait_for(logs, timeout=20, what="the refused requests in the api's logs")
+    assert "not-the-key" not in out  # a refused key is logged by name, never its value
