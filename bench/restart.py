@@ -32,7 +32,7 @@ def main() -> None:
         )
         incidents = box.dir / "bench-incidents"
         driver, kubectl = [], []
-        print(f"sandbox ready delay {box.state['ready_delay']}s per pod; {args.repetitions} repetitions")
+        print(f"real pods (readiness from their probes); {args.repetitions} repetitions")
         for n in range(args.repetitions):
             kubectl.append(timed(script, env=env, shell=True))
             driver.append(
