@@ -137,6 +137,24 @@ class Edge:
         return wait_for(check, timeout=20, interval=0.1, what=what or f"{host}{path} answering {expected}")
 
 
+def pod_at(name: str, port: int) -> dict:
+    """A pod record whose container port 8080 answers on 127.0.0.1:port, as the kubelet publishes a
+    running pod's ports; its image is in the catalogue as records only, so it is pulled and Running
+    but never run (the test's own server stands in for its process)."""
+    return {
+        "metadata": {
+            "name": f"{name}-0",
+            "labels": {"app.kubernetes.io/name": name},
+            "annotations": {"sandbox.local/host-ports": json.dumps({"8080": port})},
+        },
+        "spec": {
+            "containers": [
+                {"name": "app", "image": "nginx:1.25", "ports": [{"containerPort": 8080, "name": "http"}]}
+            ]
+        },
+    }
+
+
 def get_json(url: str, data: bytes | None = None, method: str | None = None):
     request = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
     with urllib.request.urlopen(request, timeout=10) as answer:
@@ -225,22 +243,7 @@ def test_no_endpoints_is_503_and_the_default_backend_annotation_takes_over(edge)
 
 def test_a_network_policy_closing_the_pod_to_the_ingress_controller_gives_503(edge):
     backend = Backend("guarded")
-    pod = {
-        "metadata": {
-            "name": "guarded-0",
-            "labels": {"app.kubernetes.io/name": "guarded"},
-            "annotations": {"sandbox.local/host-ports": json.dumps({"8080": backend.port})},
-        },
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "example.test/guarded:1",
-                    "ports": [{"containerPort": 8080, "name": "http"}],
-                }
-            ]
-        },
-    }
+    pod = pod_at("guarded", backend.port)
     policies = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
     deny = {
         "metadata": {"name": "deny-all"},
@@ -330,22 +333,7 @@ def test_a_reload_lets_a_request_in_flight_finish(edge, web):
 
 
 def test_prometheus_scrapes_the_running_pods_it_discovers(edge, web):
-    pod = {
-        "metadata": {
-            "name": "scraped-0",
-            "labels": {"app.kubernetes.io/name": "scraped"},
-            "annotations": {"sandbox.local/host-ports": json.dumps({"8080": web.port})},
-        },
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "nginx:1.25",  # in the catalogue, records only: pulled, Running, never run
-                    "ports": [{"containerPort": 8080, "name": "http"}],
-                }
-            ]
-        },
-    }
+    pod = pod_at("scraped", web.port)
     edge.post(f"/api/v1/namespaces/{NS}/pods", pod)
     prometheus = edge.status["prometheus"]["url"]
     targets_file = Path(edge.status["dir"]) / "prometheus" / "targets" / "pods.json"
