@@ -445,6 +445,9 @@ class Sandbox:
                 "pg1-path": self.pg_home / "postgres" / "data",
                 "pg1-port": self.port("postgres"),
                 "pg1-socket-path": self.pg_home / "postgres" / "run",
+                # The cluster's superuser, whoever runs it: pgBackRest would otherwise log in as the
+                # operating-system user, which is no role of the cluster when the sandbox is not root's.
+                "pg1-user": ADMIN_USER,
             },
         }
         text = "".join(
