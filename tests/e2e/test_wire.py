@@ -100,14 +100,15 @@ def test_prometheus_scrapes_the_application_pods(target):
     )
 
 
-def test_kubectl_logs_show_the_requests(target):
+def test_kubectl_logs_show_the_requests(target, tmp_path):
     for _ in range(3):
         call(target, "/api/markets", "not-the-key")
 
     def logs() -> str | None:
         proc = subprocess.run(
             ["kubectl", "logs", "-l", "app.kubernetes.io/name=api", "-n", target.namespace, "--tail", "200"],
-            env={"KUBECONFIG": target.kubeconfig, "PATH": "/usr/bin:/bin"},
+            # A HOME of its own: kubectl keeps its discovery cache there, not in the project.
+            env={"KUBECONFIG": target.kubeconfig, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
             capture_output=True,
             text=True,
             timeout=30,
