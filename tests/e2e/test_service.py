@@ -382,10 +382,13 @@ def test_scale_within_the_ceiling_and_raise_resources(driver, kube):
 
 # -- restart-unhealthy ---------------------------------------------------------------------------------
 def test_restart_unhealthy_deletes_only_pods_not_serving(driver, kube):
-    pods = sorted(
-        p["metadata"]["name"] for p in kube.list("Pod", label_selector="app.kubernetes.io/name=api")
-    )
-    sick, healthy = pods
+    def serving() -> list[str] | None:
+        """The api's two pods, once any left terminating by the test before are gone."""
+        pods = kube.list("Pod", label_selector="app.kubernetes.io/name=api")
+        names = sorted(p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp"))
+        return names if len(names) == 2 else None
+
+    sick, healthy = wait_for(serving, what="the api's two pods")
     broken = {"spec": {"containers": [{"name": "api", "image": image_of("api", "broken")}]}}
     kube.patch("Pod", sick, broken)
     wait_for(lambda: not complete(kube, "api"), what="api pod unhealthy")
