@@ -20,6 +20,7 @@ by the server, e.g. during a restore's swap) is run once more on a new one.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import threading
@@ -70,7 +71,7 @@ class ReadOnly(Exception):
     """The database refused a write."""
 
 
-class Backend:
+class Backend(abc.ABC):
     name = ""
 
     def __init__(self, failures):
@@ -101,8 +102,9 @@ class Backend:
         log.warning(f"{text} (attempt {self.attempts})")
         self.set_state(state, reason)
 
+    @abc.abstractmethod
     def check(self) -> bool:
-        raise NotImplementedError
+        """One connection attempt with the credentials of the environment; True when accepted."""
 
     def monitor(self, stop: threading.Event) -> None:
         backoff = Backoff()
