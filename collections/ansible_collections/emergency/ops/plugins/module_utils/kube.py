@@ -13,20 +13,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import concurrent.futures
 import datetime
+import importlib.util
 import json
 import os
 import time
 
-try:
-    from kubernetes import config as kube_config
-    from kubernetes.client import ApiClient, Configuration
-
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = None
-except ImportError as exc:  # reported by the module with fail_json
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = exc
+# The package is imported when a client is made, not with this file: importing it takes a good part
+# of a second, which db_restore spends in a thread while pg_restore runs (see in_background).
+HAS_KUBERNETES = importlib.util.find_spec("kubernetes") is not None
+KUBERNETES_IMPORT_ERROR = None if HAS_KUBERNETES else "No module named 'kubernetes'"
 
 # Where each kind the procedures touch lives in the API.
 RESOURCES = {
@@ -87,6 +84,9 @@ class Kube:
     """JSON access to one namespace of one cluster."""
 
     def __init__(self, kubeconfig=None, context=None, namespace=None, timeout=15):
+        from kubernetes import config as kube_config
+        from kubernetes.client import ApiClient, Configuration
+
         configuration = Configuration()
         kubeconfig = kubeconfig or os.environ.get("K8S_AUTH_KUBECONFIG")
         if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -177,6 +177,15 @@ class Kube:
         if resource_version:
             body["preconditions"] = {"resourceVersion": resource_version}
         return self.request("DELETE", self.path(kind, name), body=body)
+
+
+def in_background(kubeconfig=None, context=None, namespace=None):
+    """Starts making a client in a thread and returns a future: ``.result()`` is the ``Kube`` (or raises
+    what making it raised). For a module whose first use of the API comes after a long wait."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(Kube, kubeconfig, context, namespace)
+    pool.shutdown(wait=False)
+    return future
 
 
 def selector_string(match_labels):

@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import time
 
+from ansible_collections.emergency.ops.plugins.module_utils.kube import selector_string
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import diagnose, rollout_state
 
 RECORD = "emergency.ops/replicas-before"
@@ -40,15 +41,26 @@ def settled(obj, replicas):
     return state == "complete" and status.get("readyReplicas", 0) >= replicas
 
 
+def pods_left(kube, obj):
+    """Pods of the workload whose processes may still run: the controllers stop counting a pod once it
+    is terminating, but it may still be draining (and writing) for its grace period."""
+    labels = (obj["spec"].get("selector") or {}).get("matchLabels")
+    if not labels:
+        return []
+    pods = kube.list("Pod", label_selector=selector_string(labels))
+    return [p for p in pods if p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+
+
 def wait(kube, kind, name, replicas, timeout):
+    """Waits until the workload is settled at ``replicas``; for 0, until none of its pods is left."""
     deadline = time.monotonic() + timeout
     while True:
         obj = kube.get(kind, name)
-        if settled(obj, replicas):
+        if settled(obj, replicas) and (replicas > 0 or not pods_left(kube, obj)):
             return obj, True
         if time.monotonic() >= deadline:
             return obj, False
-        time.sleep(0.25)
+        time.sleep(0.1)  # each tenth of a second here is writers' downtime around a swap
 
 
 def plan_for(obj, state, replicas=None):
@@ -126,7 +138,7 @@ def scale_all(kube, services, state, incident, timeout, check_mode=False):
         entries.append(entry)
         if patch is not None:
             kube.patch(kind, name, patch, patch_type="merge", dry_run=check_mode)
-        if not check_mode and (patch is not None or not settled(obj, target)):
+        if not check_mode and (patch is not None or target == 0 or not settled(obj, target)):
             pending.append((entry, kind, name, target))
     started = time.monotonic()
     for entry, kind, name, target in pending:

@@ -150,15 +150,18 @@ class Run:
         p, result = self.module.params, self.result
         live = p["database"]["name"]
         self.stage = "quiesce"
+        timings = result["timings"]
         down_at = time.monotonic()
         try:
             self.quiesce(kube)
+            timings["quiesce"] = round(time.monotonic() - down_at, 2)
             self.stage = "swap"
             present = databases(conn)
             result["terminated"], _closed = swap_databases(
                 conn, present, live, p["side"], p["keep_as"], "restore", "pre", p["incident"], details
             )
             result["kept_as"] = p["keep_as"] if live in present else None
+            timings["swap"] = round(time.monotonic() - down_at - timings["quiesce"], 2)
             self.stage = "after-swap"
         except BaseException:
             # Writers this run quiesced come back whatever happened; the failure that got us here is
@@ -168,7 +171,9 @@ class Run:
             except (KubeError, NotSettled) as exc:
                 result["writers_error"] = str(exc)
             raise
+        back_at = time.monotonic()
         self.bring_back(kube)
+        timings["writers_back"] = round(time.monotonic() - back_at, 2)
         result["downtime_seconds"] = round(time.monotonic() - down_at, 2)
 
     def bring_back(self, kube):

@@ -164,6 +164,7 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
     Kube,
+    in_background,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.side_restore import SIDE_RESTORE_ARGS, Run
 
@@ -201,9 +202,8 @@ def restore(run):
     with conn:
         present = run.read_databases(conn)
         swap = live_swap(present, live)
-        kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         if swap.get("incident") == incident and swap.get("action") == "restore":
-            run.rerun(conn, present, kube, swap)
+            run.rerun(conn, present, Kube(p["kubeconfig"], p["context"], p["namespace"]), swap)
             return "already restored for this incident"
         store = store_from(p["store"])
         store.check()
@@ -215,7 +215,7 @@ def restore(run):
         if keep_as in present:
             raise Failure("database %s already exists; refusing to overwrite it" % keep_as, "refused")
         if module.check_mode:
-            run.quiesce(kube, check_mode=True)
+            run.quiesce(Kube(p["kubeconfig"], p["context"], p["namespace"]), check_mode=True)
             result["changed"] = True
             run.stage = "check"
             return "would restore (check mode): nothing changed"
@@ -225,6 +225,9 @@ def restore(run):
         timings = result["timings"]
         timings["preflight"] = round(time.monotonic() - started, 2)
         started = time.monotonic()
+        # The cluster's client is first needed for the quiesce: it is made (the kubernetes package
+        # imported, the kubeconfig read) in a thread while the backup downloads and restores.
+        kube = in_background(p["kubeconfig"], p["context"], p["namespace"])
         try:
             fetch(store, backup["id"], p["workdir"], False)
             timings["download_and_verify"] = round(time.monotonic() - started, 2)
@@ -249,7 +252,7 @@ def restore(run):
         result["smoke_queries"] = smoke(database, side, p["smoke_queries"])
         timings["smoke_queries"] = round(time.monotonic() - started, 2)
 
-        run.swap_in(conn, kube, {"backup": backup["id"]})
+        run.swap_in(conn, kube.result(), {"backup": backup["id"]})
     run.stage = "done"
     return "restored: backup swapped in, previous database kept"
 
