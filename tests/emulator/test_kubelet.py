@@ -13,6 +13,8 @@ import time
 import pytest
 import yaml
 
+from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
+from ansible_collections.emergency.ops.plugins.module_utils.quiesce import scale_all
 from driver import ROOT
 from sandbox.kubeapi import KubeAPIServer
 
@@ -494,3 +496,33 @@ def _is_child(pid, parent):
             return int(fh.read().rsplit(")", 1)[1].split()[1]) == parent
     except (FileNotFoundError, ValueError):
         return False
+
+
+def test_quiesce_returns_once_the_pods_are_gone(server, kubeconfig):
+    """A terminating pod is no longer counted by its ReplicaSet but may still be draining: a quiesce
+    returns only once its process has exited."""
+    template = pod_body(
+        "drainer",
+        image="sandbox.local/stubborn:v1",
+        labels={"app": "drainer"},
+        terminationGracePeriodSeconds=2,
+    )
+    deployment = {
+        "metadata": {"name": "drainer"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "drainer"}},
+            "template": {"metadata": template["metadata"], "spec": template["spec"]},
+        },
+    }
+    create(server, "/apis/apps/v1/namespaces/shop/deployments", deployment)
+    pod = wait_for(
+        lambda: [p for p in call(server, "GET", f"{PODS}?labelSelector=app=drainer")[1]["items"] if ready(p)],
+        what="drainer ready",
+    )[0]
+    pid = get(host_port(pod), "/env")[1]["pid"]
+    kube = Kube(kubeconfig, None, "shop")
+    [entry] = scale_all(kube, [{"name": "drainer", "kind": "Deployment"}], "down", "INC-Q", timeout=30)
+    assert entry["previous_replicas"] == 1 and entry["replicas"] == 0
+    assert gone(pid), "the quiesce returned while the pod's process still ran"
+    assert call(server, "GET", f"{PODS}?labelSelector=app=drainer")[1]["items"] == []
