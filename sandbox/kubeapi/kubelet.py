@@ -724,17 +724,22 @@ class LogError(Exception):
     pass
 
 
-def format_log(path, q):
+def format_log(path, q, offsets=False):
     """The lines of a log file as ``pods/log`` gives them: sinceSeconds, sinceTime, tailLines,
-    timestamps, limitBytes."""
+    timestamps, limitBytes. With ``offsets``, also the byte offset where the lines read end, and only
+    whole lines, so that a follower goes on from there without losing or repeating a line."""
     since = None
     if (q.get("sinceSeconds") or "").isdigit():
         since = time.time() - int(q["sinceSeconds"])
     elif q.get("sinceTime"):
         since = parse_time(q["sinceTime"]) or _parse_stamp(q["sinceTime"])
     lines = []
+    end = 0
     with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
         for raw in fh:
+            if offsets and not raw.endswith(b"\n"):
+                break
+            end += len(raw)
             stamp, _, rest = raw.rstrip(b"\n").partition(b" ")
             _, _, rest = rest.partition(b" ")
             tag, _, text = rest.partition(b" ")
@@ -748,7 +753,7 @@ def format_log(path, q):
     data = b"".join(lines)
     if (q.get("limitBytes") or "").isdigit():
         data = data[: int(q["limitBytes"])]
-    return data
+    return (data, end) if offsets else data
 
 
 def host_ports_annotation(runtime):

@@ -184,8 +184,9 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             app.store.unwatch(watcher)
 
-    def follow_log(self, app, data, path, running, q):
-        """``kubectl logs -f``: what the log holds, then its new lines while the container runs."""
+    def follow_log(self, app, data, path, start, running, q):
+        """``kubectl logs -f``: what the log holds, then the lines after ``start`` (the offset where
+        ``data`` ends) while the container runs, and those it wrote before it stopped."""
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Transfer-Encoding", "chunked")
@@ -197,7 +198,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 self.wfile.flush()
             with open(path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
+                fh.seek(start)
                 while not app.stopping.is_set():
                     line = fh.readline()
                     if not line.endswith(b"\n"):
@@ -505,10 +506,10 @@ class KubeAPIServer:
         if found is None:  # no process of its own: a fixed text
             return 200, self.fixed_log(pod, container, q), "text/plain"
         runner, path, instance = found
-        data = format_log(path, q)
         if q.get("follow") not in ("true", "1") or not self.kubelet.alive(runner, instance):
-            return 200, data.decode("utf-8", "replace"), "text/plain"
-        handler.follow_log(self, data, path, lambda: self.kubelet.alive(runner, instance), q)
+            return 200, format_log(path, q).decode("utf-8", "replace"), "text/plain"
+        data, end = format_log(path, q, offsets=True)
+        handler.follow_log(self, data, path, end, lambda: self.kubelet.alive(runner, instance), q)
         return None
 
     @staticmethod

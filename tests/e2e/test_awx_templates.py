@@ -113,3 +113,23 @@ def assert_read_the_answers(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0 or (failed and judged == failed), (
         json.dumps(failed, indent=1)[-3000:] + proc.stderr[-2000:]
     )
+
+
+@pytest.mark.parametrize(
+    "name, variable",
+    [
+        ("scale", "scale_services"),
+        ("set-env", "set_env_services"),
+        ("unset-env", "unset_env_services"),
+        ("restart-unhealthy", "restart_unhealthy_services"),
+        ("db-pod-recover", "db_pod_recover_service"),
+    ],
+)
+def test_an_unknown_service_is_refused_by_the_roles_preflight_naming_it(name, variable, target, tmp_path):
+    """AWX passes the answers straight to the role: its preflight assert says what is wrong."""
+    template = dict(TEMPLATES[name], extra_vars={**TEMPLATES[name]["extra_vars"]})
+    template["extra_vars"][variable] = "ghost" if variable.endswith("_service") else ["ghost"]
+    proc = run_in_check_mode(template, target.inventory, target.env, tmp_path)
+    [failure] = failed_results(proc)
+    assert proc.returncode != 0 and "| Preflight |" in failure["task"], failure
+    assert "ghost" in failure["msg"] and "api" in failure["msg"], failure["msg"]

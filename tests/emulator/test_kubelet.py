@@ -373,7 +373,9 @@ def test_replicaset_replaces_a_terminating_pod_at_once(server):
     def pods():
         return call(server, "GET", f"{PODS}?labelSelector=app=rs")[1]["items"]
 
-    first = wait_for(lambda: [p for p in pods() if ready(p)], what="rs pod ready")[0]["metadata"]["name"]
+    pod = wait_for(lambda: [p for p in pods() if ready(p)], what="rs pod ready")[0]
+    get(host_port(pod), "/env")  # its program answers: it ignores SIGTERM from now on
+    first = pod["metadata"]["name"]
     call(server, "DELETE", f"{PODS}/{first}")
     both = wait_for(
         lambda: len(pods()) == 2 and pods(), timeout=2, what="a replacement while the old one terminates"
