@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         from sandbox import cli as sandbox_cli
 
         return sandbox_cli.traffic(argv[2:], os.environ.get("EMERGENCY_SANDBOX_DIR"))
+    if argv[:2] == ["evidence", "verify"]:
+        argv = ["evidence-verify", *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":

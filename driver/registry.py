@@ -8,10 +8,12 @@ spec.
 from __future__ import annotations
 
 from driver.procedure import Argument, Procedure
-from driver.procedures import database, restart, service
+from driver.procedures import database, restart, security, service
 
 __all__ = ["PROCEDURES", "Argument", "Procedure"]
 
 PROCEDURES: dict[str, Procedure] = {
-    procedure.name: procedure for family in (restart, service, database) for procedure in family.PROCEDURES
+    procedure.name: procedure
+    for family in (restart, service, database, security)
+    for procedure in family.PROCEDURES
 }

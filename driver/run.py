@@ -79,6 +79,7 @@ class Run(Inputs):
             incident_id=incident.id,
             incident_severity=values["severity"],
             incident_operator=values["operator"],
+            incident_dir=str(incident.folder.resolve()),
             lock_held_by_driver=True,
         )
         self.report.say(
@@ -114,6 +115,9 @@ class Run(Inputs):
         result.steps = outcome.steps
         result.changed = any(step.changed for step in outcome.steps)
         result.outputs, result.prior_state = from_stats(outcome.stats)
+        # What a role asks to put on the incident's timeline (an evidence bundle's manifest hash).
+        for entry in result.outputs.pop("timeline", None) or []:
+            incident.append_timeline({"at": iso(utcnow()), **entry, "run": ident})
         result.run = {
             "ident": ident,
             "artifacts": str(incident.run_dir(ident)),

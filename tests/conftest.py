@@ -8,12 +8,15 @@ sandbox is then not started (see docs/real-cluster.md).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,3 +163,20 @@ def processes_mentioning(text: str) -> list[int]:
             if text in cmdline:
                 found.append(int(entry))
     return found
+
+
+def call(target, path: str, key: str | None = None) -> int:
+    """The HTTP status of a GET through the sandbox's Ingress (with an API key when given)."""
+    ingress = target.status["ingress"]
+    headers = {"Host": ingress["host"], **({"X-API-Key": key} if key else {})}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(ingress["url"] + path, headers=headers), timeout=5
+        ) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def secret_value(kube, name: str, key: str) -> str:
+    return base64.b64decode(kube.get("Secret", name)["data"][key]).decode()

@@ -11,23 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from tests.conftest import incident_id, wait_for
-
-
-def call(target, path: str, key: str | None = None) -> int:
-    ingress = target.status["ingress"]
-    headers = {"Host": ingress["host"], **({"X-API-Key": key} if key else {})}
-    try:
-        with urllib.request.urlopen(
-            urllib.request.Request(ingress["url"] + path, headers=headers), timeout=5
-        ) as r:
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def secret_value(kube, name: str, key: str) -> str:
-    return base64.b64decode(kube.get("Secret", name)["data"][key]).decode()
+from tests.conftest import call, incident_id, secret_value, wait_for
 
 
 def set_secret_value(kube, name: str, key: str, value: str) -> None:

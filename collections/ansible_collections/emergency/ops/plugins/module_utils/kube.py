@@ -110,7 +110,32 @@ class Kube:
         return "/".join(parts)
 
     def request(self, method, path, body=None, content_type="application/json", query=None):
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        status, data = self.call(method, path, body, content_type, query, accept="application/json")
+        try:
+            document = json.loads(data) if data else {}
+        except ValueError:
+            document = {"message": data[:200].decode("utf-8", "replace")}
+        if not 200 <= status <= 299:
+            raise KubeError(
+                status,
+                document.get("reason") or str(status),
+                document.get("message") or "HTTP %s" % status,
+            )
+        return document
+
+    def raw(self, method, path, query=None):
+        """The body of a response that is not JSON (``pods/log``); errors raise ``KubeError``."""
+        status, data = self.call(method, path, None, "application/json", query, accept="*/*")
+        if not 200 <= status <= 299:
+            try:
+                document = json.loads(data)
+            except ValueError:
+                document = {"message": data[:200].decode("utf-8", "replace")}
+            raise KubeError(status, document.get("reason") or str(status), document.get("message") or "")
+        return data
+
+    def call(self, method, path, body, content_type, query, accept):
+        headers = {"Accept": accept, "Content-Type": content_type}
         try:
             serialized = self.api.param_serialize(
                 method,
@@ -121,20 +146,9 @@ class Kube:
                 auth_settings=["BearerToken"],
             )
             response = self.api.call_api(*serialized, _request_timeout=self.timeout)
-            data = response.read()
+            return response.status, response.read()
         except Exception as exc:  # connection refused, DNS, TLS: the API is unreachable
             raise KubeError(0, "Unreachable", "cannot reach the Kubernetes API: %s" % exc) from exc
-        try:
-            document = json.loads(data) if data else {}
-        except ValueError:
-            document = {"message": data[:200].decode("utf-8", "replace")}
-        if not 200 <= response.status <= 299:
-            raise KubeError(
-                response.status,
-                document.get("reason") or str(response.status),
-                document.get("message") or "HTTP %s" % response.status,
-            )
-        return document
 
     def get(self, kind, name, namespace=None):
         return self.request("GET", self.path(kind, name, namespace=namespace))
