@@ -18,6 +18,10 @@ def check_evidence(values: dict[str, Any], platform) -> None:
         raise InputError(f"--since {since[:40]!r}: give a duration such as 30m, 24h or 7d")
 
 
+def check_isolate(values: dict[str, Any], platform) -> None:
+    check_evidence({"evidence_since": values.get("isolate_since")}, platform)
+
+
 def summarize_evidence(outputs: dict[str, Any]) -> list[str]:
     evidence = outputs.get("evidence", {})
     bundle, summary = evidence.get("bundle") or {}, evidence.get("summary") or {}
@@ -46,6 +50,43 @@ def summarize_verify(outputs: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summarize_isolate(outputs: dict[str, Any]) -> list[str]:
+    isolate = outputs.get("isolate", {})
+    record = isolate.get("isolation") or {}
+    lines = []
+    if isolate.get("evidence_skipped"):
+        lines.append("no evidence captured (--no-evidence)")
+    elif isolate.get("evidence"):
+        lines.append(f"evidence captured first: {isolate['evidence']}")
+    if record.get("already"):
+        lines.append(f"{isolate.get('service')}: already isolated ({record.get('mode')}) for this incident")
+    elif record:
+        made = record.get("policy") or ", ".join(record.get("service_selectors") or {}) or "scaled to 0"
+        lines.append(f"{isolate.get('service')}: isolated ({record.get('mode')}): {made}")
+        if record.get("quarantined"):
+            lines.append(f"quarantined pods (still running, unreachable): {', '.join(record['quarantined'])}")
+    if isolate.get("wire") is not None:
+        lines.append(f"a client through the Ingress now gets: {isolate['wire']}")
+    return lines
+
+
+def summarize_release(outputs: dict[str, Any]) -> list[str]:
+    release = outputs.get("release", {})
+    record = release.get("isolation") or {}
+    if not record.get("released"):
+        lines = [f"{release.get('service')}: not isolated, nothing to release"]
+    else:
+        lines = [f"{release.get('service')}: released ({record.get('mode')}), the recorded state put back"]
+    if record.get("quarantined_kept"):
+        lines.append(
+            "quarantined pods kept (unreachable; --delete-quarantined removes them): "
+            + ", ".join(record["quarantined_kept"])
+        )
+    if release.get("wire") is not None:
+        lines.append(f"a client through the Ingress now gets: {release['wire']}")
+    return lines
+
+
 PROCEDURES = (
     Procedure(
         name="evidence",
@@ -68,5 +109,38 @@ PROCEDURES = (
         role="evidence_verify",
         runbooks=("004 System State Preservation (chain of custody)",),
         summarize=summarize_verify,
+    ),
+    Procedure(
+        name="isolate",
+        role="isolate",
+        runbooks=(
+            "004 Network Isolation",
+            "002 Security Breach Response",
+            "003 Security Breach Detection and Containment",
+            "000 Suspected Breach",
+        ),
+        arguments=(
+            Argument("--service", "isolate_service", names="service", metavar="NAME"),
+            Argument("--mode", "isolate_mode", metavar="MODE"),
+            Argument("--no-evidence", "isolate_no_evidence"),
+            Argument("--allow-dns", "isolate_allow_dns"),
+            Argument("--since", "isolate_since", metavar="DURATION"),
+        ),
+        destructive=True,
+        timeout_var="isolate_timeout",
+        summarize=summarize_isolate,
+        check=check_isolate,
+    ),
+    Procedure(
+        name="release",
+        role="release",
+        runbooks=("004 Network Isolation (the way back)",),
+        arguments=(
+            Argument("--service", "release_service", names="service", metavar="NAME"),
+            Argument("--delete-quarantined", "release_delete_quarantined"),
+        ),
+        destructive=True,
+        timeout_var="release_timeout",
+        summarize=summarize_release,
     ),
 )

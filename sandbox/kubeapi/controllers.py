@@ -17,7 +17,7 @@ import uuid
 from . import discovery
 from .api import ALNUM, int_or_percent, pdb_status, pod_ready
 from .kubelet import HOST, HOST_PORTS, host_ports_annotation
-from .store import APIError, labels_match, now_iso, parse_time
+from .store import APIError, labels_match, now_iso, parse_time, selector_from_spec
 
 log = logging.getLogger(__name__)
 R = {r.kind: r for r in discovery.RESOURCES if r.version == "v1" and r.group in ("", "apps")}
@@ -570,8 +570,26 @@ class Controllers:
     # ------------------------------------------------------------ replicasets
     def replicaset(self, rs):
         ns, want = rs["metadata"]["namespace"], replicas(rs)
+        # A pod whose labels no longer match the selector (relabelled out, as a quarantine does) is
+        # released, as the ReplicaSet controller does: its ownerReference goes and it is replaced.
+        selector = selector_from_spec(rs["spec"].get("selector") or {})
+        owned = []
+        for pod in self.owned("Pod", ns, rs):
+            if labels_match(selector, pod["metadata"].get("labels") or {}):
+                owned.append(pod)
+                continue
+            released = copy.deepcopy(pod)
+            refs = [
+                r
+                for r in pod["metadata"].get("ownerReferences") or []
+                if r.get("uid") != rs["metadata"]["uid"]
+            ]
+            released["metadata"]["ownerReferences"] = refs
+            if not refs:
+                released["metadata"].pop("ownerReferences")
+            self.write(R["Pod"], pod, released)
         # Terminating pods are not active: their replacements are created at once, as on a cluster.
-        pods = [p for p in self.owned("Pod", ns, rs) if not terminating(p)]
+        pods = [p for p in owned if not terminating(p)]
         failure = None
         for _ in range(want - len(pods)):
             try:
