@@ -56,33 +56,6 @@ MANIFEST_SCHEMA = "emergency-ops/backup-manifest/v1"
 MARKER_KEY = "emergency.ops"
 CHUNK = 1024 * 1024
 
-DATABASE_ARGS = dict(
-    type="dict",
-    required=True,
-    options=dict(
-        host=dict(type="str", required=True),
-        port=dict(type="int", default=5432),
-        name=dict(type="str", required=True),
-        user=dict(type="str", required=True),
-        password=dict(type="str", no_log=True, default=""),
-        sslmode=dict(type="str", default="prefer"),
-    ),
-)
-
-# Documented in doc_fragments/backup_store.py.
-STORE_ARGS = dict(
-    type="dict",
-    required=True,
-    options=dict(
-        bucket=dict(type="str", required=True),
-        prefix=dict(type="str", default="postgres"),
-        endpoint_url=dict(type="str"),
-        region=dict(type="str", default="us-east-1"),
-        access_key=dict(type="str", no_log=True),
-        secret_key=dict(type="str", no_log=True),
-    ),
-)
-
 
 class Failure(Exception):
     """A failure with the outcome the driver maps to an exit code (invalid, refused, unreachable)."""

@@ -16,15 +16,6 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
 )
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import REVISION, diagnose, rollout_state
 
-# One workload, as the modules name it: the suboptions of SERVICE_OPTIONS, of migration_state's service
-# and of the restores' writers.
-WORKLOAD_OPTIONS = dict(
-    name=dict(type="str", required=True),
-    kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
-)
-
-SERVICE_OPTIONS = dict(type="list", elements="dict", required=True, options=WORKLOAD_OPTIONS)
-
 
 def condition(obj, ctype):
     for cond in obj.get("status", {}).get("conditions", []) or []:

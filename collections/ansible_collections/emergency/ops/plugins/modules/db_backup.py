@@ -29,15 +29,6 @@ author: Emergency procedures maintainers (!UNKNOWN)
 options:
   database:
     description: Connection to the database server (an admin or owner login) and the database to dump.
-    type: dict
-    required: true
-    suboptions:
-      host: {description: Server host., type: str, required: true}
-      port: {description: Server port., type: int, default: 5432}
-      name: {description: Database to dump., type: str, required: true}
-      user: {description: Login., type: str, required: true}
-      password: {description: Password (passed to pg_dump in its environment)., type: str, default: ""}
-      sslmode: {description: libpq sslmode., type: str, default: prefer}
   incident:
     description: Incident (or schedule run) id recorded in the manifest.
     type: str
@@ -58,6 +49,7 @@ options:
     description: Folder of the pg_dump to run, for the server's version; by default the one on PATH.
     type: path
 extends_documentation_fragment:
+  - emergency.ops.database
   - emergency.ops.backup_store
 """
 
@@ -88,11 +80,13 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
+    BACKUP_STORE_ARGS,
     DATABASE_ARGS,
+)
+from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
     HAS_BOTO3,
     HAS_PSYCOPG,
-    STORE_ARGS,
     Failure,
     connect,
     dump,
@@ -106,8 +100,8 @@ from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            database=DATABASE_ARGS,
-            store=STORE_ARGS,
+            DATABASE_ARGS,
+            **BACKUP_STORE_ARGS,
             incident=dict(type="str", required=True),
             jobs=dict(type="int", default=0),
             compression=dict(type="int", default=1),
