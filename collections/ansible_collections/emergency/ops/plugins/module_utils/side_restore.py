@@ -12,16 +12,12 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    Failure,
-    Mismatch,
-    SwapFailed,
-    allow_connections,
-    databases,
-    swap_databases,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure
 from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import allow_connections, databases
 from ansible_collections.emergency.ops.plugins.module_utils.quiesce import NotSettled, scale_all
+from ansible_collections.emergency.ops.plugins.module_utils.restore import Mismatch
+from ansible_collections.emergency.ops.plugins.module_utils.swap import SwapFailed, swap_databases
 
 # What a failure in each stage means for the databases. Before the swap db_restore verifies checksums
 # ("verify") where pg_pitr recovers a temporary cluster ("recover").

@@ -9,11 +9,7 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    parse_time,
-    now,
-    selector_string,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.kube import parse_time, now, selector_string
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import REVISION, diagnose, rollout_state
 
 

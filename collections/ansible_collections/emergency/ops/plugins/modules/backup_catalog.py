@@ -83,16 +83,15 @@ import datetime
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.args_common import BACKUP_STORE_ARGS
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, fail
+from ansible_collections.emergency.ops.plugins.module_utils.store import (
     HAS_BOTO3,
-    Failure,
     backup_time,
-    fail,
     fetch,
     resolve,
     store_from,
-    utcnow,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.times import utcnow
 
 
 def prune(store, keep_last, max_age_days, check_mode):

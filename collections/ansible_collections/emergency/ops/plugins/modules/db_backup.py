@@ -84,17 +84,11 @@ from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
     BACKUP_STORE_ARGS,
     DATABASE_ARGS,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    HAS_BOTO3,
-    HAS_PSYCOPG,
-    Failure,
-    connect,
-    dump,
-    fail,
-    row_counts,
-    store_from,
-    utcnow,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.dump import dump
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, fail
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import HAS_PSYCOPG, connect, row_counts
+from ansible_collections.emergency.ops.plugins.module_utils.store import HAS_BOTO3, store_from
+from ansible_collections.emergency.ops.plugins.module_utils.times import utcnow
 
 
 def main():

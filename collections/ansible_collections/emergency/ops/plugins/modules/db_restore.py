@@ -153,28 +153,19 @@ from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
     KUBE_CLUSTER_ARGS,
     SIDE_RESTORE_ARGS,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    HAS_BOTO3,
-    HAS_PSYCOPG,
-    Failure,
-    connect,
-    fetch,
-    iso_precise,
-    live_swap,
-    parse_when,
-    resolve,
-    restore_side,
-    side_state,
-    smoke,
-    store_from,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, parse_when
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
     Kube,
     in_background,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import HAS_PSYCOPG, connect
+from ansible_collections.emergency.ops.plugins.module_utils.restore import restore_side, side_state, smoke
 from ansible_collections.emergency.ops.plugins.module_utils.side_restore import Run
+from ansible_collections.emergency.ops.plugins.module_utils.store import HAS_BOTO3, fetch, resolve, store_from
+from ansible_collections.emergency.ops.plugins.module_utils.swap import live_swap
+from ansible_collections.emergency.ops.plugins.module_utils.times import iso_precise
 
 
 def main():

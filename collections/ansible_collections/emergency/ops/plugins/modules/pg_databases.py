@@ -63,14 +63,9 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.args_common import DATABASE_ARGS
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    HAS_PSYCOPG,
-    Failure,
-    connect,
-    databases,
-    fail,
-    utcnow,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, fail
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import HAS_PSYCOPG, connect, databases
+from ansible_collections.emergency.ops.plugins.module_utils.times import utcnow
 
 
 def main():

@@ -159,21 +159,7 @@ from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
     KUBE_CLUSTER_ARGS,
     SIDE_RESTORE_ARGS,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    HAS_PSYCOPG,
-    Failure,
-    connect,
-    count_side,
-    databases,
-    iso,
-    iso_precise,
-    live_swap,
-    parse_when,
-    restore_side,
-    side_state,
-    smoke,
-    utcnow,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, parse_when
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
@@ -186,7 +172,16 @@ from ansible_collections.emergency.ops.plugins.module_utils.pitr import (
     choose,
     window,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import HAS_PSYCOPG, connect, databases
+from ansible_collections.emergency.ops.plugins.module_utils.restore import (
+    count_side,
+    restore_side,
+    side_state,
+    smoke,
+)
 from ansible_collections.emergency.ops.plugins.module_utils.side_restore import Run
+from ansible_collections.emergency.ops.plugins.module_utils.swap import live_swap
+from ansible_collections.emergency.ops.plugins.module_utils.times import iso, iso_precise, utcnow
 
 
 def main():

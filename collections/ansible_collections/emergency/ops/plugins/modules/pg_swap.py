@@ -86,17 +86,14 @@ rolled_back:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.emergency.ops.plugins.module_utils.args_common import DATABASE_ARGS
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, fail
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import (
     HAS_PSYCOPG,
-    Failure,
-    SwapFailed,
     allow_connections,
     connect,
     databases,
-    fail,
-    live_swap,
-    swap_databases,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.swap import SwapFailed, live_swap, swap_databases
 
 
 def main():

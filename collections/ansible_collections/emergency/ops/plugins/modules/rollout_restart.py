@@ -88,9 +88,7 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     rfc3339,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import revision, rollout_state
-from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
-    not_ready_message,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.workloads import not_ready_message
 
 INCIDENT_ANNOTATION = "emergency.ops/restart-incident"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
