@@ -31,7 +31,8 @@ from pathlib import Path
 
 import psycopg
 
-from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
+from ansible_collections.emergency.ops.plugins.module_utils import postgres
+from ansible_collections.emergency.ops.plugins.module_utils import store as backup_store
 from bench.common import sandbox, timed
 
 TABLES = {
@@ -147,8 +148,8 @@ def measure(box, status, size_mb: int, work: Path) -> dict:
     print(f"size {size / 1024**3:.2f} GiB ({size_mb} MB asked), {cores} cores", flush=True)
     _t, backup = driver("backup", "--incident", f"BENCH-B-{uuid.uuid4().hex[:6]}", incidents=incidents)
     backup_id = backup["outputs"]["backup"]["backup"]["id"]
-    store = dbrecovery.Store(**box.backup_store())
-    env = dbrecovery.pg_env(box.admin_database())
+    store = backup_store.Store(**box.backup_store())
+    env = postgres.pg_env(box.admin_database())
 
     # (a) the floor: the same backup, already local, restored with pg_restore -j into an empty database.
     local = work / f"local-{backup_id}"
@@ -208,7 +209,7 @@ def measure(box, status, size_mb: int, work: Path) -> dict:
     parts = dict(restore.get("timings") or {}, writers_down=downtime)
     parts["outside_the_module"] = round(ours - sum(step["duration"] for step in result["steps"]), 2)
     print(f"  (c) parts, seconds: {parts}", flush=True)
-    drop(box, f"app_pre_{dbrecovery.incident_suffix(incident)}")
+    drop(box, f"app_pre_{postgres.incident_suffix(incident)}")
     floors.append(plain_pg_restore())
     subprocess.run(["rm", "-rf", str(local)], check=True)
     floor = sum(floors) / len(floors)

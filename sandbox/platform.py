@@ -666,19 +666,17 @@ class Sandbox:
     def _seed_backup(self) -> None:
         """A first backup in the bucket (moto keeps objects in memory, so after every start of it),
         made by the same code as `python -m driver backup`."""
-        from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
+        from ansible_collections.emergency.ops.plugins.module_utils import dump, postgres, store, times
 
-        store = dbrecovery.Store(**self.backup_store())
-        if next(store.complete_backups(limit=1), None):
+        backups = store.Store(**self.backup_store())
+        if next(backups.complete_backups(limit=1), None):
             return
         database = self.admin_database()
-        conn = dbrecovery.connect(database, DATABASE, autocommit=False)
+        conn = postgres.connect(database, DATABASE, autocommit=False)
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            dbrecovery.dump(
-                conn, snapshot, dbrecovery.utcnow(), database, store, "SANDBOX-SEED", 2, 1, str(self.dir)
-            )
+            dump.dump(conn, snapshot, times.utcnow(), database, backups, "SANDBOX-SEED", 2, 1, str(self.dir))
         finally:
             conn.close()
 

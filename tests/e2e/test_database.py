@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
+from ansible_collections.emergency.ops.plugins.module_utils import postgres
+from ansible_collections.emergency.ops.plugins.module_utils import store as backup_store
 from driver import ROOT
 from tests.conftest import incident_id, processes_mentioning, wait_for
 
@@ -24,7 +25,7 @@ WRITERS = {"indexer": 1, "api": 2, "crank": 1}
 
 
 def suffix(incident: str) -> str:
-    return dbrecovery.incident_suffix(incident)
+    return postgres.incident_suffix(incident)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def database_names(box) -> set[str]:
 
 def counts(box, dbname: str = "app") -> dict[str, int]:
     with admin(box, dbname) as conn:
-        return dbrecovery.row_counts(conn)
+        return postgres.row_counts(conn)
 
 
 # The tables the running application writes to on its own (the indexer, a few rows a second): between
@@ -86,8 +87,8 @@ def add_events(box, kind: str, n: int = 5) -> None:
         )
 
 
-def store(box) -> dbrecovery.Store:
-    return dbrecovery.Store(**box.backup_store())
+def store(box) -> backup_store.Store:
+    return backup_store.Store(**box.backup_store())
 
 
 def replicas(kube) -> dict[str, int]:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ansible_collections.emergency.ops.plugins.module_utils import dbrecovery
+from ansible_collections.emergency.ops.plugins.module_utils import postgres
 from driver import ROOT
 from tests.conftest import processes_mentioning, wait_for
 from tests.e2e.test_database import (
@@ -81,7 +81,7 @@ def rows_then_moment_then_rows(box, first: str, later: str) -> str:
 def undo_and_forget(driver, box, kube, incident: str, kinds: tuple[str, ...]) -> None:
     """Leave the sandbox as found: the previous live database back, the recovered one and the rows of
     the test gone, the writers back."""
-    suffix = dbrecovery.incident_suffix(incident)
+    suffix = postgres.incident_suffix(incident)
     kept = f"app_pre_{suffix}"
     if kept in database_names(box):
         undo = driver("restore-undo", "--yes", "--incident", incident)
@@ -96,7 +96,7 @@ def undo_and_forget(driver, box, kube, incident: str, kinds: tuple[str, ...]) ->
 
 def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(driver, box, kube, incidents):
     incident = f"INC-PITR-{uuid.uuid4().hex[:8]}"
-    suffix = dbrecovery.incident_suffix(incident)
+    suffix = postgres.incident_suffix(incident)
     kept = f"app_pre_{suffix}"
     folder = box.pg_home / f"emergency-pitr-{suffix}"
     first, later = f"pitr-first-{suffix}", f"pitr-later-{suffix}"
@@ -135,7 +135,7 @@ def test_recovers_exactly_the_rows_before_the_time_beside_the_live_cluster(drive
         assert f"app_restore_{suffix}" not in database_names(box)
         with admin(box, "app") as conn:
             # What was verified before the swap is what went live; the writers, back since, only add.
-            assert_kept(restore["row_counts_verified"], dbrecovery.row_counts(conn))
+            assert_kept(restore["row_counts_verified"], postgres.row_counts(conn))
         assert run.result["prior_state"]["writers"] == WRITERS
         assert {w["name"]: w["replicas"] for w in restore["writers"]} == WRITERS
         assert not folder.exists() and not postmasters_in(folder)
@@ -183,7 +183,7 @@ def test_driver_killed_mid_recovery_leaves_live_untouched_and_the_rerun_converge
     target, box, kube, tmp_path
 ):
     incident = f"INC-PITR-{uuid.uuid4().hex[:8]}"
-    suffix = dbrecovery.incident_suffix(incident)
+    suffix = postgres.incident_suffix(incident)
     folder = box.pg_home / f"emergency-pitr-{suffix}"
     first, later = f"pitr-first-{suffix}", f"pitr-later-{suffix}"
     # pg_restore into the side database starts while the temporary cluster runs; it waits there.

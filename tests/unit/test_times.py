@@ -11,11 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    Failure,
-    iso_precise,
-    parse_when,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, parse_when
+from ansible_collections.emergency.ops.plugins.module_utils.times import iso_precise
 from driver import ROOT
 
 UTC = datetime.UTC

@@ -7,7 +7,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # AWS_ARGS of module_utils/rds.py.
+    # AWS_ARGS of module_utils/args_common.py (emergency.ops.aws). no_log is set there, on secret_key.
     DOCUMENTATION = r"""
 options:
   region:

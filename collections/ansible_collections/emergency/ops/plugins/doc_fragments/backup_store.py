@@ -7,7 +7,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # STORE_ARGS of module_utils/dbrecovery.py.
+    # BACKUP_STORE_ARGS of module_utils/args_common.py (emergency.ops.backup_store).
     DOCUMENTATION = r"""
 options:
   store:

@@ -7,8 +7,9 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # The cluster: kubeconfig and context (emergency.ops.kube.cluster). For node_drain, which works on
-    # nodes, and for the modules that say in their own words what their namespace is.
+    # KUBE_CLUSTER_ARGS of module_utils/args_common.py (emergency.ops.kube.cluster): the cluster. For
+    # node_drain, which works on nodes, and for the modules that say in their own words what their
+    # namespace is.
     CLUSTER = r"""
 options:
   kubeconfig:
@@ -20,8 +21,8 @@ options:
     type: str
 """
 
-    # CONNECTION_ARGS of module_utils/kube.py: the cluster and the namespace of the workloads. (A
-    # literal, not CLUSTER + ...: ansible-test reads fragments as plain string assignments.)
+    # KUBE_ARGS of module_utils/args_common.py (emergency.ops.kube): the cluster and the namespace of the
+    # workloads. (A literal, not CLUSTER + ...: ansible-test reads fragments as plain string assignments.)
     DOCUMENTATION = r"""
 options:
   kubeconfig:

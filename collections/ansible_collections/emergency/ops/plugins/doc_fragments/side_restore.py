@@ -7,22 +7,11 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # SIDE_RESTORE_ARGS of module_utils/side_restore.py (db_restore, pg_pitr), but for kubeconfig and
-    # context (emergency.ops.kube.cluster) and for side, workdir, jobs and timeout, which each module
-    # describes itself.
+    # SIDE_RESTORE_ARGS of module_utils/args_common.py (emergency.ops.side_restore): what db_restore and
+    # pg_pitr share beside the database (emergency.ops.database) and the cluster (emergency.ops.kube.cluster).
+    # Their side, workdir, jobs and timeout each module takes and describes itself.
     DOCUMENTATION = r"""
 options:
-  database:
-    description: Admin connection to the live cluster; O(database.name) is the live database.
-    type: dict
-    required: true
-    suboptions:
-      host: {description: Server host., type: str, required: true}
-      port: {description: Server port., type: int, default: 5432}
-      name: {description: The live database., type: str, required: true}
-      user: {description: Admin login (may create and rename databases)., type: str, required: true}
-      password: {description: Password (passed to pg_restore in its environment)., type: str, default: ""}
-      sslmode: {description: libpq sslmode., type: str, default: prefer}
   client_bin:
     description:
       - Folder of the pg_restore to run, for the live server's version; by default the one on PATH.

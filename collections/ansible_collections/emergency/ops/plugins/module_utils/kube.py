@@ -41,13 +41,6 @@ RESOURCES = {
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
 }
 
-# Documented in doc_fragments/kube.py.
-CONNECTION_ARGS = dict(
-    kubeconfig=dict(type="path"),
-    context=dict(type="str"),
-    namespace=dict(type="str", required=True),
-)
-
 
 class KubeError(Exception):
     """An API call failed; ``status`` is the HTTP code (0 when the server could not be reached)."""

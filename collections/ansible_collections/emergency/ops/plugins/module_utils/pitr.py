@@ -23,14 +23,10 @@ import socket
 import subprocess
 import time
 
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    PG_DUMP,
-    Failure,
-    incident_suffix,
-    iso,
-    pg_env,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure
 from ansible_collections.emergency.ops.plugins.module_utils.pgbin import find_pg_bin
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import PG_DUMP, incident_suffix, pg_env
+from ansible_collections.emergency.ops.plugins.module_utils.times import iso
 
 PGBACKREST_ARGS = dict(
     type="dict",
@@ -252,7 +248,7 @@ class TemporaryCluster:
             raise Failure("the recovered cluster did not start: %s" % self.log_tail())
 
     def connection(self, user, dbname):
-        """Connection settings for dbrecovery.connect and pg_env: the private socket, no password."""
+        """Connection settings for postgres.connect and pg_env: the private socket, no password."""
         return dict(host=self.run_dir, port=self.port, user=user, name=dbname, password="", sslmode="disable")
 
     def wait_promoted(self, connect, user, timeout):

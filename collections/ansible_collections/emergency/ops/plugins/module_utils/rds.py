@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Apache-2.0 (see galaxy.yml)
-"""What the RDS modules share: the connection options, the client, and the outcome of an API error."""
+"""What the RDS modules share: the client and the outcome of an API error (their connection options are
+AWS_ARGS of args_common.py)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -15,14 +16,6 @@ try:
     HAS_BOTO3 = True
 except ImportError:  # reported by the module
     HAS_BOTO3 = False
-
-# Documented in doc_fragments/aws.py.
-AWS_ARGS = dict(
-    region=dict(type="str", required=True),
-    endpoint_url=dict(type="str", default=""),
-    access_key=dict(type="str", default="", no_log=False),
-    secret_key=dict(type="str", default="", no_log=True),
-)
 
 
 def rds_client(params):

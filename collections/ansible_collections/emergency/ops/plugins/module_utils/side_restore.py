@@ -3,7 +3,8 @@
 """What db_restore and pg_pitr share. Both put a side database beside the live one (from a backup in the
 store, or from a pgBackRest point-in-time recovery) and verify it; then quiesce the writers, swap the side
 database in by rename, keeping the live one, and bring the writers back. Every exit reports how far the
-run got, which the restore role reads to decide whether to bring the writers back itself."""
+run got, which the restore role reads to decide whether to bring the writers back itself. Their shared options
+are SIDE_RESTORE_ARGS of args_common.py."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -11,39 +12,12 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    DATABASE_ARGS,
-    Failure,
-    Mismatch,
-    SwapFailed,
-    allow_connections,
-    databases,
-    swap_databases,
-)
-from ansible_collections.emergency.ops.plugins.module_utils.kube import CONNECTION_ARGS, KubeError
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure
+from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import allow_connections, databases
 from ansible_collections.emergency.ops.plugins.module_utils.quiesce import NotSettled, scale_all
-from ansible_collections.emergency.ops.plugins.module_utils.workloads import WORKLOAD_OPTIONS
-
-# Documented in doc_fragments/side_restore.py.
-SIDE_RESTORE_ARGS = dict(
-    database=DATABASE_ARGS,
-    side=dict(type="str", required=True),
-    keep_as=dict(type="str", required=True),
-    owner=dict(type="str"),
-    workdir=dict(type="path", required=True),
-    jobs=dict(type="int", default=0),
-    client_bin=dict(type="path"),
-    smoke_queries=dict(
-        type="list",
-        elements="dict",
-        default=[],
-        options=dict(name=dict(type="str", required=True), sql=dict(type="str", required=True)),
-    ),
-    **CONNECTION_ARGS,
-    writers=dict(type="list", elements="dict", default=[], options=WORKLOAD_OPTIONS),
-    incident=dict(type="str", required=True),
-    timeout=dict(type="int", default=300),
-)
+from ansible_collections.emergency.ops.plugins.module_utils.restore import Mismatch
+from ansible_collections.emergency.ops.plugins.module_utils.swap import SwapFailed, swap_databases
 
 # What a failure in each stage means for the databases. Before the swap db_restore verifies checksums
 # ("verify") where pg_pitr recovers a temporary cluster ("recover").

@@ -11,6 +11,15 @@ import datetime
 import re
 
 
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def iso(moment):
+    """``moment`` (in UTC) to the second, e.g. ``2026-12-02T06:05:16Z``."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def iso_precise(moment):
     """``moment`` in UTC as ISO 8601 with its microseconds, e.g. ``2026-12-02T06:05:16.763209Z``."""
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -9,21 +9,8 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    parse_time,
-    now,
-    selector_string,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.kube import parse_time, now, selector_string
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import REVISION, diagnose, rollout_state
-
-# One workload, as the modules name it: the suboptions of SERVICE_OPTIONS, of migration_state's service
-# and of the restores' writers.
-WORKLOAD_OPTIONS = dict(
-    name=dict(type="str", required=True),
-    kind=dict(type="str", default="Deployment", choices=["Deployment", "StatefulSet"]),
-)
-
-SERVICE_OPTIONS = dict(type="list", elements="dict", required=True, options=WORKLOAD_OPTIONS)
 
 
 def condition(obj, ctype):

@@ -82,17 +82,16 @@ kept:
 import datetime
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import BACKUP_STORE_ARGS
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, fail
+from ansible_collections.emergency.ops.plugins.module_utils.store import (
     HAS_BOTO3,
-    STORE_ARGS,
-    Failure,
     backup_time,
-    fail,
     fetch,
     resolve,
     store_from,
-    utcnow,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.times import utcnow
 
 
 def prune(store, keep_last, max_age_days, check_mode):
@@ -122,7 +121,7 @@ def prune(store, keep_last, max_age_days, check_mode):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            store=STORE_ARGS,
+            BACKUP_STORE_ARGS,
             action=dict(type="str", choices=["resolve", "fetch", "prune"], required=True),
             backup=dict(type="str"),
             before=dict(type="str"),

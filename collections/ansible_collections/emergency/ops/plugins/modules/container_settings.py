@@ -26,19 +26,6 @@ author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Workloads to change, in order.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      name:
-        description: Workload name.
-        type: str
-        required: true
-      kind:
-        description: Workload kind.
-        type: str
-        choices: [Deployment, StatefulSet]
-        default: Deployment
   env:
     description: Variables to set, name to value.
     type: dict
@@ -66,6 +53,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - emergency.ops.kube
+  - emergency.ops.services
 """
 
 EXAMPLES = r"""
@@ -115,8 +103,8 @@ import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_ARGS, SERVICES_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     get_or_fail,
@@ -124,7 +112,6 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     require_kubernetes,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
-    SERVICE_OPTIONS,
     main_container,
     not_ready_message,
     wait_ready,
@@ -168,8 +155,8 @@ def shown(name, entry):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
-            services=SERVICE_OPTIONS,
+            KUBE_ARGS,
+            **SERVICES_ARGS,
             env=dict(type="dict", default={}),
             unset=dict(type="list", elements="str", default=[]),
             resources=dict(type="dict", default={}),

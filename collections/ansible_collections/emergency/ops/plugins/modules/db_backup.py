@@ -29,15 +29,6 @@ author: Emergency procedures maintainers (!UNKNOWN)
 options:
   database:
     description: Connection to the database server (an admin or owner login) and the database to dump.
-    type: dict
-    required: true
-    suboptions:
-      host: {description: Server host., type: str, required: true}
-      port: {description: Server port., type: int, default: 5432}
-      name: {description: Database to dump., type: str, required: true}
-      user: {description: Login., type: str, required: true}
-      password: {description: Password (passed to pg_dump in its environment)., type: str, default: ""}
-      sslmode: {description: libpq sslmode., type: str, default: prefer}
   incident:
     description: Incident (or schedule run) id recorded in the manifest.
     type: str
@@ -58,6 +49,7 @@ options:
     description: Folder of the pg_dump to run, for the server's version; by default the one on PATH.
     type: path
 extends_documentation_fragment:
+  - emergency.ops.database
   - emergency.ops.backup_store
 """
 
@@ -88,26 +80,22 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
+    BACKUP_STORE_ARGS,
     DATABASE_ARGS,
-    HAS_BOTO3,
-    HAS_PSYCOPG,
-    STORE_ARGS,
-    Failure,
-    connect,
-    dump,
-    fail,
-    row_counts,
-    store_from,
-    utcnow,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.dump import dump
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, fail
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import HAS_PSYCOPG, connect, row_counts
+from ansible_collections.emergency.ops.plugins.module_utils.store import HAS_BOTO3, store_from
+from ansible_collections.emergency.ops.plugins.module_utils.times import utcnow
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            database=DATABASE_ARGS,
-            store=STORE_ARGS,
+            DATABASE_ARGS,
+            **BACKUP_STORE_ARGS,
             incident=dict(type="str", required=True),
             jobs=dict(type="int", default=0),
             compression=dict(type="int", default=1),

@@ -37,6 +37,8 @@ description:
 version_added: 1.0.0
 author: Emergency procedures maintainers (!UNKNOWN)
 options:
+  database:
+    description: Admin connection to the live cluster; O(database.name) is the live database.
   backup:
     description: V(latest) or a backup id. Exactly one of O(backup) and O(before).
     type: str
@@ -64,6 +66,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - emergency.ops.side_restore
+  - emergency.ops.database
   - emergency.ops.backup_store
   - emergency.ops.kube.cluster
 """
@@ -144,36 +147,38 @@ import shutil
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    HAS_BOTO3,
-    HAS_PSYCOPG,
-    STORE_ARGS,
-    Failure,
-    connect,
-    fetch,
-    iso_precise,
-    live_swap,
-    parse_when,
-    resolve,
-    restore_side,
-    side_state,
-    smoke,
-    store_from,
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
+    BACKUP_STORE_ARGS,
+    DATABASE_ARGS,
+    KUBE_CLUSTER_ARGS,
+    SIDE_RESTORE_ARGS,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, parse_when
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
     Kube,
     in_background,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.side_restore import SIDE_RESTORE_ARGS, Run
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import HAS_PSYCOPG, connect
+from ansible_collections.emergency.ops.plugins.module_utils.restore import restore_side, side_state, smoke
+from ansible_collections.emergency.ops.plugins.module_utils.side_restore import Run
+from ansible_collections.emergency.ops.plugins.module_utils.store import HAS_BOTO3, fetch, resolve, store_from
+from ansible_collections.emergency.ops.plugins.module_utils.swap import live_swap
+from ansible_collections.emergency.ops.plugins.module_utils.times import iso_precise
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            SIDE_RESTORE_ARGS,
-            store=STORE_ARGS,
+            KUBE_CLUSTER_ARGS,
+            **DATABASE_ARGS,
+            **SIDE_RESTORE_ARGS,
+            **BACKUP_STORE_ARGS,
+            side=dict(type="str", required=True),
+            workdir=dict(type="path", required=True),
+            jobs=dict(type="int", default=0),
+            timeout=dict(type="int", default=300),
             backup=dict(type="str"),
             before=dict(type="str"),
         ),

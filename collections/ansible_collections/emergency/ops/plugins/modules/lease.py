@@ -69,8 +69,8 @@ outcome:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_CLUSTER_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     outcome_of,
@@ -82,7 +82,8 @@ from ansible_collections.emergency.ops.plugins.module_utils.lease import LockHel
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
+            KUBE_CLUSTER_ARGS,
+            namespace=dict(type="str", required=True),
             name=dict(type="str", default="driver-lock"),
             holder=dict(type="str", required=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),

@@ -100,8 +100,11 @@ record:
 import json
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
+    KUBE_CLUSTER_ARGS,
+    WORKLOAD_OPTIONS,
+)
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     get_or_fail,
@@ -109,7 +112,6 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     require_kubernetes,
     selector_string,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.workloads import WORKLOAD_OPTIONS
 
 try:
     import psycopg
@@ -155,7 +157,8 @@ def versions(database, table):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
+            KUBE_CLUSTER_ARGS,
+            namespace=dict(type="str", required=True),
             service=dict(type="dict", required=True, options=WORKLOAD_OPTIONS),
             container=dict(type="str", default=""),
             database=dict(

@@ -73,8 +73,8 @@ rescheduled:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_CLUSTER_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     outcome_of,
@@ -105,7 +105,7 @@ def owner(pod):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
+            KUBE_CLUSTER_ARGS,
             namespace=dict(type="str"),  # nodes are cluster-scoped: no namespace needed (nor documented)
             node=dict(type="str", required=True),
             state=dict(type="str", default="drained", choices=["drained", "uncordoned"]),

@@ -19,20 +19,13 @@ author: Emergency procedures maintainers (!UNKNOWN)
 options:
   database:
     description: Admin connection; O(database.name) is the live database.
-    type: dict
-    required: true
-    suboptions:
-      host: {description: Server host., type: str, required: true}
-      port: {description: Server port., type: int, default: 5432}
-      name: {description: The live database., type: str, required: true}
-      user: {description: Login., type: str, required: true}
-      password: {description: Password., type: str, default: ""}
-      sslmode: {description: libpq sslmode., type: str, default: prefer}
   older_than:
     description:
       - Report the databases kept by a restore or an undo, and side databases left by a failed restore,
         whose marker is older than this, written as a number and a unit (V(7d), V(12h), V(30m)).
     type: str
+extends_documentation_fragment:
+  - emergency.ops.database
 """
 
 EXAMPLES = r"""
@@ -69,20 +62,15 @@ import datetime
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    DATABASE_ARGS,
-    HAS_PSYCOPG,
-    Failure,
-    connect,
-    databases,
-    fail,
-    utcnow,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import DATABASE_ARGS
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, fail
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import HAS_PSYCOPG, connect, databases
+from ansible_collections.emergency.ops.plugins.module_utils.times import utcnow
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(database=DATABASE_ARGS, older_than=dict(type="str")),
+        argument_spec=dict(DATABASE_ARGS, older_than=dict(type="str")),
         supports_check_mode=True,
     )
     if not HAS_PSYCOPG:

@@ -34,6 +34,8 @@ description:
 version_added: 1.1.0
 author: Emergency procedures maintainers (!UNKNOWN)
 options:
+  database:
+    description: Admin connection to the live cluster; O(database.name) is the live database.
   pgbackrest:
     description: The pgBackRest repository of the live cluster and the programs the recovery runs.
     type: dict
@@ -75,6 +77,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - emergency.ops.side_restore
+  - emergency.ops.database
   - emergency.ops.kube.cluster
 """
 
@@ -151,21 +154,12 @@ prior:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    HAS_PSYCOPG,
-    Failure,
-    connect,
-    count_side,
-    databases,
-    iso,
-    iso_precise,
-    live_swap,
-    parse_when,
-    restore_side,
-    side_state,
-    smoke,
-    utcnow,
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
+    DATABASE_ARGS,
+    KUBE_CLUSTER_ARGS,
+    SIDE_RESTORE_ARGS,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, parse_when
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     HAS_KUBERNETES,
     KUBERNETES_IMPORT_ERROR,
@@ -178,13 +172,28 @@ from ansible_collections.emergency.ops.plugins.module_utils.pitr import (
     choose,
     window,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.side_restore import SIDE_RESTORE_ARGS, Run
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import HAS_PSYCOPG, connect, databases
+from ansible_collections.emergency.ops.plugins.module_utils.restore import (
+    count_side,
+    restore_side,
+    side_state,
+    smoke,
+)
+from ansible_collections.emergency.ops.plugins.module_utils.side_restore import Run
+from ansible_collections.emergency.ops.plugins.module_utils.swap import live_swap
+from ansible_collections.emergency.ops.plugins.module_utils.times import iso, iso_precise, utcnow
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            SIDE_RESTORE_ARGS,
+            KUBE_CLUSTER_ARGS,
+            **DATABASE_ARGS,
+            **SIDE_RESTORE_ARGS,
+            side=dict(type="str", required=True),
+            workdir=dict(type="path", required=True),
+            jobs=dict(type="int", default=0),
+            timeout=dict(type="int", default=300),
             pgbackrest=PGBACKREST_ARGS,
             to_time=dict(type="str", required=True),
         ),

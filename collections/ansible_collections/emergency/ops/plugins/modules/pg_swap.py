@@ -25,16 +25,7 @@ version_added: 1.0.0
 author: Emergency procedures maintainers (!UNKNOWN)
 options:
   database:
-    description: Admin connection; O(database.name) is the live database's name.
-    type: dict
-    required: true
-    suboptions:
-      host: {description: Server host., type: str, required: true}
-      port: {description: Server port., type: int, default: 5432}
-      name: {description: The live database's name., type: str, required: true}
-      user: {description: Admin login (may rename databases)., type: str, required: true}
-      password: {description: Password., type: str, default: ""}
-      sslmode: {description: libpq sslmode., type: str, default: prefer}
+    description: Admin connection (a login that may rename databases); O(database.name) is the live database.
   replacement:
     description: Database that becomes the live one.
     type: str
@@ -60,6 +51,8 @@ options:
     description: Extra facts recorded in the new live database's marker (for example the backup id).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - emergency.ops.database
 """
 
 EXAMPLES = r"""
@@ -92,24 +85,21 @@ rolled_back:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
-    DATABASE_ARGS,
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import DATABASE_ARGS
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure, fail
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import (
     HAS_PSYCOPG,
-    Failure,
-    SwapFailed,
     allow_connections,
     connect,
     databases,
-    fail,
-    live_swap,
-    swap_databases,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.swap import SwapFailed, live_swap, swap_databases
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            database=DATABASE_ARGS,
+            DATABASE_ARGS,
             replacement=dict(type="str", required=True),
             keep_as=dict(type="str", required=True),
             action=dict(type="str", choices=["restore", "undo"], default="restore"),

@@ -23,19 +23,6 @@ author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Workloads whose pods are replaced.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      name:
-        description: Workload name.
-        type: str
-        required: true
-      kind:
-        description: Workload kind.
-        type: str
-        choices: [Deployment, StatefulSet]
-        default: Deployment
   only_unhealthy:
     description: Delete only pods that are not Running and Ready.
     type: bool
@@ -69,6 +56,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - emergency.ops.kube
+  - emergency.ops.services
 """
 
 EXAMPLES = r"""
@@ -115,8 +103,8 @@ failed_service:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_ARGS, SERVICES_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     get_or_fail,
@@ -124,7 +112,6 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     require_kubernetes,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
-    SERVICE_OPTIONS,
     dry_run_delete,
     not_ready_message,
     pod_age,
@@ -138,11 +125,11 @@ INCIDENT = "emergency.ops/pods-replaced-incident"
 
 
 def main():
-    verify_options = dict(SERVICE_OPTIONS, required=False, default=[])
+    verify_options = dict(SERVICES_ARGS["services"], required=False, default=[])
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
-            services=SERVICE_OPTIONS,
+            KUBE_ARGS,
+            **SERVICES_ARGS,
             only_unhealthy=dict(type="bool", default=True),
             min_age=dict(type="int", default=30),
             verify=verify_options,

@@ -65,8 +65,8 @@ import base64
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_CLUSTER_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     outcome_of,
@@ -92,7 +92,8 @@ DEFAULT_KEYS = {
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
+            KUBE_CLUSTER_ARGS,
+            namespace=dict(type="str", required=True),
             # The name of a Secret and the names of its keys, not secret values.
             secret=dict(type="str", default="postgres-secret", no_log=False),
             keys=dict(type="dict", default=DEFAULT_KEYS, no_log=False),

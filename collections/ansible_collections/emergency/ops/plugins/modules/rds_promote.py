@@ -74,12 +74,8 @@ promoted:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.emergency.ops.plugins.module_utils.rds import (
-    AWS_ARGS,
-    HAS_BOTO3,
-    rds_client,
-    rds_errors,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import AWS_ARGS
+from ansible_collections.emergency.ops.plugins.module_utils.rds import HAS_BOTO3, rds_client, rds_errors
 
 TAG = "emergency-ops/failover-incident"
 

@@ -76,8 +76,8 @@ target:
 import re
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import AWS_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.rds import (
-    AWS_ARGS,
     HAS_BOTO3,
     instance_or_none,
     rds_client,

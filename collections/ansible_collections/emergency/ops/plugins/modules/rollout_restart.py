@@ -23,19 +23,6 @@ author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Workloads to restart, in the order given.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      name:
-        description: Workload name.
-        type: str
-        required: true
-      kind:
-        description: Workload kind.
-        type: str
-        choices: [Deployment, StatefulSet]
-        default: Deployment
   incident:
     description: Incident id recorded on each restarted workload.
     type: str
@@ -54,6 +41,7 @@ options:
     default: 0.25
 extends_documentation_fragment:
   - emergency.ops.kube
+  - emergency.ops.services
 """
 
 EXAMPLES = r"""
@@ -91,8 +79,8 @@ failed_service:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_ARGS, SERVICES_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     outcome_of,
@@ -100,10 +88,7 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     rfc3339,
 )
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import revision, rollout_state
-from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
-    SERVICE_OPTIONS,
-    not_ready_message,
-)
+from ansible_collections.emergency.ops.plugins.module_utils.workloads import not_ready_message
 
 INCIDENT_ANNOTATION = "emergency.ops/restart-incident"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -146,8 +131,8 @@ def wait_for_rollout(kube, kind, name, timeout, interval):
 
 def main():
     argument_spec = dict(
-        CONNECTION_ARGS,
-        services=SERVICE_OPTIONS,
+        KUBE_ARGS,
+        **SERVICES_ARGS,
         incident=dict(type="str", required=True),
         force=dict(type="bool", default=False),
         timeout=dict(type="int", default=300),

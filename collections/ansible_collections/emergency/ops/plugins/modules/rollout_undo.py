@@ -27,20 +27,9 @@ version_added: 1.0.0
 author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
-    description: Deployments to roll back (V(undo)) or to look at (V(recover)), in order.
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      name:
-        description: Workload name.
-        type: str
-        required: true
-      kind:
-        description: Workload kind; only Deployments keep the revisions this module rolls back to.
-        type: str
-        choices: [Deployment, StatefulSet]
-        default: Deployment
+    description:
+      - Deployments to roll back (V(undo)) or to look at (V(recover)), in order.
+      - Only Deployments keep the revisions this module rolls back to.
   mode:
     description: V(undo) rolls every service back; V(recover) only those whose rollout failed.
     type: str
@@ -66,6 +55,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - emergency.ops.kube
+  - emergency.ops.services
 """
 
 EXAMPLES = r"""
@@ -126,8 +116,8 @@ import copy
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_ARGS, SERVICES_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     get_or_fail,
@@ -136,7 +126,6 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
 )
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import rollout_state
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import (
-    SERVICE_OPTIONS,
     condition,
     images,
     main_container,
@@ -209,8 +198,8 @@ def prior(results):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
-            services=SERVICE_OPTIONS,
+            KUBE_ARGS,
+            **SERVICES_ARGS,
             mode=dict(type="str", default="undo", choices=["undo", "recover"]),
             to_revision=dict(type="int"),
             image=dict(type="str"),

@@ -29,19 +29,6 @@ author: Emergency procedures maintainers (!UNKNOWN)
 options:
   services:
     description: Workloads, in order (the order matters for V(restored)).
-    type: list
-    elements: dict
-    required: true
-    suboptions:
-      name:
-        description: Workload name.
-        type: str
-        required: true
-      kind:
-        description: Workload kind.
-        type: str
-        choices: [Deployment, StatefulSet]
-        default: Deployment
   state:
     description: V(down), V(restored) or V(present).
     type: str
@@ -64,6 +51,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - emergency.ops.kube
+  - emergency.ops.services
 """
 
 EXAMPLES = r"""
@@ -110,8 +98,8 @@ services:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_ARGS, SERVICES_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     get_or_fail,
@@ -124,14 +112,13 @@ from ansible_collections.emergency.ops.plugins.module_utils.quiesce import (
     settled,
     wait,
 )
-from ansible_collections.emergency.ops.plugins.module_utils.workloads import SERVICE_OPTIONS
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
-            services=SERVICE_OPTIONS,
+            KUBE_ARGS,
+            **SERVICES_ARGS,
             state=dict(type="str", required=True, choices=["down", "restored", "present"]),
             replicas=dict(type="int"),
             incident=dict(type="str", required=True),
