@@ -28,11 +28,9 @@ __metaclass__ = type
 import json
 import time
 
-try:
-    from urllib.error import HTTPError, URLError
-    from urllib.request import Request, urlopen
-except ImportError:  # pragma: no cover - Python 2
-    from urllib2 import HTTPError, Request, URLError, urlopen
+from urllib.error import HTTPError, URLError
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError, rfc3339, selector_string
 from ansible_collections.emergency.ops.plugins.module_utils.quiesce import scale_all
@@ -138,7 +136,7 @@ def wire_status(probe):
     """The HTTP status a client gets from the probe (an Ingress URL and Host); 0 when refused."""
     headers = {"Host": probe["host"]} if probe.get("host") else {}
     try:
-        with urlopen(Request(probe["url"], headers=headers), timeout=5) as answer:
+        with open_url(probe["url"], headers=headers, timeout=5, follow_redirects="none") as answer:
             return answer.status
     except HTTPError as exc:
         return exc.code

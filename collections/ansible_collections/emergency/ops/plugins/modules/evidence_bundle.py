@@ -181,14 +181,14 @@ import socket
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.emergency.ops.plugins.module_utils import evidence
-from ansible_collections.emergency.ops.plugins.module_utils.dbrecovery import (
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
+    BACKUP_STORE_ARGS,
     DATABASE_ARGS,
-    STORE_ARGS,
-    Store,
-    pg_env,
+    KUBE_ARGS,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.postgres import pg_env
+from ansible_collections.emergency.ops.plugins.module_utils.store import Store
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     outcome_of,
@@ -298,7 +298,7 @@ def verify(module):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
+            KUBE_ARGS,
             state=dict(type="str", choices=["captured", "verified"], default="captured"),
             root=dict(type="path", required=True),
             services=dict(
@@ -311,7 +311,7 @@ def main():
                 ),
             ),
             since=dict(type="str"),
-            database=dict(DATABASE_ARGS, required=False),
+            database=dict(DATABASE_ARGS["database"], required=False),
             data=dict(type="bool", default=True),
             client_bin=dict(type="path"),
             redis=dict(
@@ -321,7 +321,7 @@ def main():
                 ),
             ),
             upload=dict(type="bool", default=False),
-            store=dict(STORE_ARGS, required=False),
+            store=dict(BACKUP_STORE_ARGS["store"], required=False),
             retention_days=dict(type="int", default=90),
             expected=dict(type="dict", default={}),
             incident=dict(type="str", required=True),

@@ -116,8 +116,8 @@ from ansible_collections.emergency.ops.plugins.module_utils.isolation import (
     Refused,
     verify_on_wire,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import KUBE_ARGS
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
-    CONNECTION_ARGS,
     Kube,
     KubeError,
     outcome_of,
@@ -129,7 +129,7 @@ from ansible_collections.emergency.ops.plugins.module_utils.quiesce import NotSe
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            CONNECTION_ARGS,
+            KUBE_ARGS,
             state=dict(type="str", choices=["isolated", "released"], default="isolated"),
             service=dict(
                 type="dict",
