@@ -168,15 +168,23 @@ class Isolation:
         )
 
     # -- isolate ----------------------------------------------------------------------------------------
-    def isolate(self, mode, allow_dns=False, maintenance=None, evidence=None):
+    def inspect(self, mode):
+        """The isolation this incident already made in this mode (``already``), or none; refused when
+        another incident or mode isolated the service."""
         existing = record_of(self.workload)
-        if existing:
-            if existing.get("incident") == self.incident and existing.get("mode") == mode:
-                return dict(existing, changed=False, already=True)
-            raise Refused(
-                "%s is already isolated (mode %s, incident %s); release it first"
-                % (self.name, existing.get("mode"), existing.get("incident"))
-            )
+        if not existing:
+            return {"changed": False, "already": False}
+        if existing.get("incident") == self.incident and existing.get("mode") == mode:
+            return dict(existing, changed=False, already=True)
+        raise Refused(
+            "%s is already isolated (mode %s, incident %s); release it first"
+            % (self.name, existing.get("mode"), existing.get("incident"))
+        )
+
+    def isolate(self, mode, allow_dns=False, maintenance=None, evidence=None):
+        existing = self.inspect(mode)
+        if existing["already"]:
+            return existing
         services = services_of(self.kube, self.workload)
         record = {
             "incident": self.incident,

@@ -25,9 +25,10 @@ description:
   - Idempotent per incident; a workload isolated by another incident or in another mode is refused.
 options:
   state:
-    description: Isolate, or release.
+    description: Isolate, release, or only read the record (C(inspected), refused like C(isolated) when
+      another incident or mode isolated the service).
     type: str
-    choices: [isolated, released]
+    choices: [isolated, released, inspected]
     default: isolated
   service:
     description: The workload.
@@ -130,7 +131,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             KUBE_ARGS,
-            state=dict(type="str", choices=["isolated", "released"], default="isolated"),
+            state=dict(type="str", choices=["isolated", "released", "inspected"], default="isolated"),
             service=dict(
                 type="dict",
                 required=True,
@@ -156,6 +157,10 @@ def main():
     try:
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         isolation = Isolation(kube, p["service"], p["incident"], module.check_mode, p["timeout"])
+        if p["state"] == "inspected":
+            entry = isolation.inspect(p["mode"])
+            result["changed"], result["isolation"] = entry.pop("changed"), entry
+            module.exit_json(**result)
         if p["state"] == "isolated":
             entry = isolation.isolate(p["mode"], p["allow_dns"], p["maintenance_service"], p["evidence"])
             refused = entry["mode"] != "quarantine"  # a quarantine keeps the service serving, on fresh pods
