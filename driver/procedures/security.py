@@ -22,6 +22,37 @@ def check_isolate(values: dict[str, Any], platform) -> None:
     check_evidence({"evidence_since": values.get("isolate_since")}, platform)
 
 
+def check_rotate(values: dict[str, Any], platform) -> None:
+    known = [s.get("name") for s in platform.variables.get("platform_secrets") or []]
+    for name in values.get("rotate_secrets_names") or []:
+        if name not in known:
+            listed = ", ".join(known) or "none (platform_secrets is empty)"
+            raise InputError(
+                f"--secret {name[:60]!r} is not a rotatable Secret of the inventory; rotatable: {listed}"
+            )
+
+
+def summarize_rotate(outputs: dict[str, Any]) -> list[str]:
+    lines = []
+    for r in (outputs.get("rotate_secrets") or {}).get("rotated", []):
+        if not r.get("restarted") and r.get("previous_resource_version") == r.get("resource_version"):
+            lines.append(f"{r['secret']}: already rotated for this incident (or check mode)")
+            continue
+        user = f", login {r['previous_user']} -> {r['user']}" if r.get("user") else ""
+        lines.append(
+            f"{r['secret']}: resourceVersion {r['previous_resource_version']} -> "
+            f"{r['resource_version']}{user}; "
+            f"restarted {', '.join(r.get('restarted') or []) or 'nothing'}"
+        )
+        if r.get("old_login_refused"):
+            lines.append(
+                f"  new login accepted, old one refused, {r.get('sessions_ended', 0)} old sessions ended"
+            )
+        if r.get("wire"):
+            lines.append(f"  through the Ingress: old key {r['wire']['old']}, new key {r['wire']['new']}")
+    return lines
+
+
 def summarize_evidence(outputs: dict[str, Any]) -> list[str]:
     evidence = outputs.get("evidence", {})
     bundle, summary = evidence.get("bundle") or {}, evidence.get("summary") or {}
@@ -142,5 +173,19 @@ PROCEDURES = (
         destructive=True,
         timeout_var="release_timeout",
         summarize=summarize_release,
+    ),
+    Procedure(
+        name="rotate-secrets",
+        role="rotate_secrets",
+        runbooks=("000 Compromised Credentials", "001 Key Rotation", "004 Credential Reset"),
+        arguments=(
+            Argument("--secret", "rotate_secrets_names", metavar="NAME"),
+            Argument("--all", "rotate_secrets_all"),
+        ),
+        one_of=("--secret", "--all"),
+        destructive=True,
+        timeout_var="rotate_secrets_timeout",
+        summarize=summarize_rotate,
+        check=check_rotate,
     ),
 )

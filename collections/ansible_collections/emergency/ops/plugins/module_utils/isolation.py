@@ -134,7 +134,7 @@ def wait(predicate, timeout, what):
 
 def wire_status(probe):
     """The HTTP status a client gets from the probe (an Ingress URL and Host); 0 when refused."""
-    headers = {"Host": probe["host"]} if probe.get("host") else {}
+    headers = dict(probe.get("headers") or {}, **({"Host": probe["host"]} if probe.get("host") else {}))
     try:
         with open_url(probe["url"], headers=headers, timeout=5, follow_redirects="none") as answer:
             return answer.status
