@@ -185,6 +185,9 @@ def set_password(admin, role, owner, password):
         admin.execute(
             sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(sql.Identifier(role), sql.Identifier(owner))
         )
+    member = admin.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (role, owner)).fetchone()[0]
+    if not member:  # without it the login works but acts as itself, with none of the owner's privileges
+        admin.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner), sql.Identifier(role)))
     admin.execute(sql.SQL("ALTER ROLE {} SET role TO {}").format(sql.Identifier(role), sql.Literal(owner)))
     verifier = admin.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
     admin.execute(
@@ -207,12 +210,13 @@ def end_sessions(admin, role):
     return len(rows)
 
 
-def login_works(database, user, password):
-    """Whether PostgreSQL accepts this login: True, False (refused), or raises when unreachable."""
+def login_works(database, user, password, acting_as=None):
+    """Whether PostgreSQL accepts this login (and its session acts as ``acting_as``, when given): True,
+    False (refused), or raises when unreachable."""
     import psycopg
 
     try:
-        psycopg.connect(
+        with psycopg.connect(
             host=database["host"],
             port=database["port"],
             user=user,
@@ -220,8 +224,8 @@ def login_works(database, user, password):
             dbname=database["name"],
             sslmode=database.get("sslmode") or "prefer",
             connect_timeout=5,
-        ).close()
-        return True
+        ) as conn:
+            return acting_as is None or conn.execute("SELECT current_user").fetchone()[0] == acting_as
     except psycopg.OperationalError as exc:
         text = str(exc)
         if (
@@ -257,7 +261,7 @@ def rotate_postgres(rotation, admin, database, owner):
     # Every pod uses the new role now: the old credential goes, and the sessions still open with it.
     remove_password(admin, current)
     ended = end_sessions(admin, current)
-    accepted = login_works(database, target, password)
+    accepted = login_works(database, target, password, acting_as=owner)
     refused = not login_works(database, current, previous.get("password", ""))
     if not (accepted and refused):
         raise RotationFailed(
