@@ -254,8 +254,11 @@ class Run:
         timeout: float = 5.0,
         on_second: Callable[[dict[str, Any]], None] | None = None,
         host: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         self.target = parse_url(url)
+        # More headers for every request (an API key, say); never in the report.
+        self.headers = dict(headers or {})
         if host is not None and (not host.strip() or any(c in host for c in "\r\n /")):
             raise BoundsError(f"bad Host header {host!r}: expected a host name[:port]")
         self.host = host
@@ -451,7 +454,7 @@ class Run:
             )
         else:
             conn = http.client.HTTPConnection(t.host, t.port, timeout=self.timeout)
-        headers = {"Connection": "close", "User-Agent": "sandbox-traffic"}
+        headers = {"Connection": "close", "User-Agent": "sandbox-traffic", **self.headers}
         if self.host:
             headers["Host"] = self.host  # http.client then leaves out its own
         try:
@@ -473,9 +476,10 @@ def start(
     timeout: float = 5.0,
     on_second: Callable[[dict[str, Any]], None] | None = None,
     host: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Run:
     """Starts a run in the background and returns it; raises BoundsError before sending anything."""
-    return Run(url, rps, seconds, paths, timeout, on_second, host).start()
+    return Run(url, rps, seconds, paths, timeout, on_second, host, headers).start()
 
 
 def run(

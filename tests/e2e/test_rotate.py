@@ -99,9 +99,12 @@ def test_the_database_password_rotates_under_load_with_no_failed_request(
     kube = target.kube()
     ingress = target.status["ingress"]
     before = kube.get("Secret", "postgres-secret")["metadata"]["resourceVersion"]
+    # /api/markets queries the database on each request (with the API key); /health/database says
+    # whether the api can use its database.
     load = traffic.start(
-        ingress["url"], rps=40, seconds=240, paths=["/health/database", "/"], host=ingress["host"], timeout=5
-    )
+        ingress["url"], rps=40, seconds=240, paths=["/api/markets", "/health/database"], host=ingress["host"],
+        timeout=5, headers={"X-API-Key": values(kube, "api-keys")["admin-key"]},
+    )  # fmt: skip
     incident = incident_id()
     try:
         run = driver("rotate-secrets", "--secret", "postgres-secret", "--yes", "--incident", incident)
