@@ -244,7 +244,8 @@ def test_shutdown_needs_confirmation_records_replicas_and_resume_restores_them(d
     assert run.rc == 0, run.stderr
     assert replicas(kube) == dict.fromkeys(ORDER, 0)
     assert run.result["prior_state"]["replicas"] == NORMAL
-    wait_for(lambda: not [p for p in kube.list("Pod") if not p["metadata"]["name"].startswith("postgres")])
+    # Every pod of the services shut down is gone (the maintenance page and the database stay).
+    wait_for(lambda: not [p for p in kube.list("Pod") if p["metadata"]["name"].rsplit("-", 2)[0] in ORDER])
     for name in ORDER:
         annotations = kube.get("Deployment", name)["metadata"]["annotations"]
         assert annotations["emergency.ops/replicas-before"] == str(NORMAL[name])
