@@ -109,16 +109,18 @@ def test_isolate_refuses_clients_and_release_puts_back_exactly_what_was_there(
     assert again.rc == 0 and not again.result["changed"], again.stdout
     assert sorted(p.name for p in (incidents / incident / "evidence").iterdir()) == ["001"]
 
-    other = driver("isolate", "--service", "api", "--mode", mode, "--yes", "--incident", incident_id())
-    assert other.rc == 3 and "already isolated" in other.stdout, other.stdout
+    if mode == "network":  # the record is read the same way whatever the mode: checked once
+        other = driver("isolate", "--service", "api", "--mode", mode, "--yes", "--incident", incident_id())
+        assert other.rc == 3 and "already isolated" in other.stdout, other.stdout
 
     released = driver("release", "--service", "api", "--yes", "--incident", incident)
     assert released.rc == 0 and released.result["changed"], released.stdout + released.stderr
     assert released.result["outputs"]["release"]["wire"] == 200
     assert call(target, "/health/ready") == 200
     assert snapshot(kube) == before
-    twice = driver("release", "--service", "api", "--yes", "--incident", incident)
-    assert twice.rc == 0 and not twice.result["changed"]
+    if mode == "network":  # a release without a record, whatever the mode was: checked once
+        twice = driver("release", "--service", "api", "--yes", "--incident", incident)
+        assert twice.rc == 0 and not twice.result["changed"]
 
 
 def test_quarantine_keeps_the_compromised_pods_running_unreachable_while_fresh_ones_serve(
