@@ -42,6 +42,7 @@ class Client:
         self.url, self.host = ingress["url"] + "/health/ready", ingress["host"]
         self.refused: list[float] = []
         self.served: list[float] = []
+        self.answered = threading.Condition()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -56,21 +57,27 @@ class Client:
             return 0
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            (self.served if 200 <= self.status() < 300 else self.refused).append(time.perf_counter())
-            time.sleep(0.02)
+        while not self.stop.wait(0.02):  # a request every 20 ms until stopped
+            status = self.status()
+            with self.answered:
+                (self.served if 200 <= status < 300 else self.refused).append(time.perf_counter())
+                self.answered.notify_all()
 
     def wait(self, refused: bool, after: float, timeout: float = 120) -> float:
         """The first of two answers in a row of the kind wanted after ``after`` (one stray answer of a
         worker of nginx's previous configuration, just after a reload, does not count)."""
         seen, other = (self.refused, self.served) if refused else (self.served, self.refused)
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
+
+        def first_of_two():
             later = [t for t in seen if t > after]
             for first, second in itertools.pairwise(later):
                 if not any(first < t < second for t in other):
                     return first
-            time.sleep(0.01)
+            return None
+
+        with self.answered:
+            if self.answered.wait_for(lambda: first_of_two() is not None, timeout):
+                return first_of_two()
         sys.exit(f"the client was not {'refused' if refused else 'served'} within {timeout}s")
 
 

@@ -20,7 +20,7 @@ import os
 import secrets
 import subprocess
 import sys
-import time
+import threading
 import uuid
 from pathlib import Path
 
@@ -33,17 +33,26 @@ from sandbox import traffic
 
 
 def under_load(status: dict, action) -> traffic.Report:
-    """``action()`` under load: ``/api/markets`` (a query on the database per request, with the API key)
-    and ``/health/database``."""
+    """``action()`` under load, then 5 more seconds of it: ``/api/markets`` (a query on the database per
+    request, with the API key) and ``/health/database``."""
     ingress = status["ingress"]
     key = Path(status["postgres"]["password_file"]).parent / "api-admin-key"
+    after, settled = [], threading.Event()
+
+    def each_second(_summary: dict) -> None:  # the load generator's per-second report
+        if after:
+            after.append(1)
+            if len(after) > 5:
+                settled.set()
+
     load = traffic.start(
         ingress["url"], rps=40, seconds=600, paths=["/api/markets", "/health/database"], host=ingress["host"],
-        timeout=5, headers={"X-API-Key": key.read_text().strip()},
+        timeout=5, on_second=each_second, headers={"X-API-Key": key.read_text().strip()},
     )  # fmt: skip
     try:
         action()
-        time.sleep(5)
+        after.append(1)
+        settled.wait(60)
     finally:
         load.stop()
     return load.wait(30)

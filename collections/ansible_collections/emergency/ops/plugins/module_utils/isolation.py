@@ -26,13 +26,17 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
-import time
 
 from urllib.error import HTTPError, URLError
 
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError, rfc3339, selector_string
+from ansible_collections.emergency.ops.plugins.module_utils.kube import (
+    KubeError,
+    rfc3339,
+    selector_string,
+    wait_until,
+)
 from ansible_collections.emergency.ops.plugins.module_utils.quiesce import scale_all
 from ansible_collections.emergency.ops.plugins.module_utils.rollout import rollout_state
 
@@ -122,14 +126,10 @@ def ready_addresses(kube, service_name):
 
 
 def wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise NotVerified("%s within %ss" % (what, timeout))
-        time.sleep(0.2)
+    value = wait_until(predicate, timeout, interval=0.2)
+    if not value:
+        raise NotVerified("%s within %ss" % (what, timeout))
+    return value
 
 
 def wire_status(probe):

@@ -26,7 +26,6 @@ __metaclass__ = type
 
 import base64
 import secrets
-import time
 
 try:
     from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,7 +33,7 @@ except ImportError:  # pragma: no cover - Python 2
     from urlparse import urlsplit, urlunsplit
     from urllib import quote
 
-from ansible_collections.emergency.ops.plugins.module_utils.kube import rfc3339
+from ansible_collections.emergency.ops.plugins.module_utils.kube import rfc3339, selector_string, wait_until
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import wait_ready
 
 ROTATED = "emergency.ops/rotated-incident"
@@ -147,13 +146,17 @@ class Rotation:
     def wait_old_pods_gone(self, obj):
         """Until no pod of the workload is terminating: a draining pod still uses the old credential."""
         labels = (obj["spec"].get("selector") or {}).get("matchLabels") or {}
-        selector = ",".join("%s=%s" % kv for kv in sorted(labels.items()))
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            pods = self.kube.list("Pod", label_selector=selector)
-            if not any(p["metadata"].get("deletionTimestamp") for p in pods):
-                return
-            time.sleep(0.2)
+        selector = selector_string(labels)
+        wait_until(
+            lambda: (
+                not any(
+                    p["metadata"].get("deletionTimestamp")
+                    for p in self.kube.list("Pod", label_selector=selector)
+                )
+            ),
+            self.timeout,
+            interval=0.2,
+        )
 
     def put_back(self):
         """The previous data in the Secret and the previous pod template on each restarted workload."""
