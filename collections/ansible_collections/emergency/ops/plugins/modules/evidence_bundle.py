@@ -54,32 +54,7 @@ options:
     type: str
   database:
     description: The database whose state is captured (an admin login); none when omitted.
-    type: dict
-    suboptions:
-      host:
-        description: Server host.
-        type: str
-        required: true
-      port:
-        description: Server port.
-        type: int
-        default: 5432
-      name:
-        description: Database name.
-        type: str
-        required: true
-      user:
-        description: Login role.
-        type: str
-        required: true
-      password:
-        description: Its password.
-        type: str
-        default: ""
-      sslmode:
-        description: libpq sslmode.
-        type: str
-        default: prefer
+    required: false
   data:
     description: Dump the database with its data; with V(false), its schema and row counts only.
     type: bool
@@ -145,6 +120,7 @@ options:
     default: ""
 extends_documentation_fragment:
   - emergency.ops.kube
+  - emergency.ops.database
 author: Emergency procedures maintainers (!UNKNOWN)
 """
 

@@ -32,32 +32,7 @@ options:
     required: true
   database:
     description: The admin login for O(kind=postgres).
-    type: dict
-    suboptions:
-      host:
-        description: Server host.
-        type: str
-        required: true
-      port:
-        description: Server port.
-        type: int
-        default: 5432
-      name:
-        description: Database name.
-        type: str
-        required: true
-      user:
-        description: Login role.
-        type: str
-        required: true
-      password:
-        description: Its password.
-        type: str
-        default: ""
-      sslmode:
-        description: libpq sslmode.
-        type: str
-        default: prefer
+    required: false
   owner:
     description: The role owning the application's objects, of which the alternating login roles are members.
     type: str
@@ -95,6 +70,7 @@ options:
     default: 300
 extends_documentation_fragment:
   - emergency.ops.kube
+  - emergency.ops.database
 author: Emergency procedures maintainers (!UNKNOWN)
 """
 
