@@ -52,6 +52,8 @@ NAMESPACE = "matchbook"
 DATABASE = "app"
 DB_USER = "app"
 ADMIN_USER = "postgres"
+# The seeded user who also has a database login of their own (lockdown --user sets it NOLOGIN).
+PERSON_LOGIN = "alice"
 BUCKET = "matchbook-backups"
 S3_REGION = "us-east-1"
 S3_KEY, S3_SECRET = "sandbox", "sandbox-secret"  # moto accepts any credentials
@@ -512,6 +514,19 @@ class Sandbox:
         self._psql_as("postgres", "postgres", input=f"ALTER ROLE {DB_USER} PASSWORD '{password}';\n")
         self._psql(f"CREATE DATABASE {DATABASE} OWNER {DB_USER}")
         self._psql_as(DB_USER, DATABASE, input=(HERE / "seed.sql").read_text())
+        # A person with a login of their own beside the application's (an analyst reading the database
+        # directly): what lockdown --user sets NOLOGIN. Its password, like the application users',
+        # is `<name>-password` (docs/sandbox.md); a reset gives the login back.
+        self._psql_as(
+            "postgres",
+            DATABASE,
+            input=(
+                f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PERSON_LOGIN}') THEN "
+                f"CREATE ROLE {PERSON_LOGIN}; END IF; END $$;\n"
+                f"ALTER ROLE {PERSON_LOGIN} LOGIN PASSWORD '{PERSON_LOGIN}-password';\n"
+                f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {PERSON_LOGIN};\n"
+            ),
+        )
 
     def _start_redis(self) -> None:
         folder = self.dir / "redis"

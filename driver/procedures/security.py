@@ -10,6 +10,8 @@ from driver.procedure import Argument, Procedure
 from driver.validate import InputError
 
 DURATION = re.compile(r"^[0-9]{1,6}[smhd]?$")
+# A user's name as applications and PostgreSQL spell them; anything else is refused before a query.
+USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,62}$")
 
 
 def check_evidence(values: dict[str, Any], platform) -> None:
@@ -30,6 +32,70 @@ def check_rotate(values: dict[str, Any], platform) -> None:
             raise InputError(
                 f"--secret {name[:60]!r} is not a rotatable Secret of the inventory; rotatable: {listed}"
             )
+
+
+def check_accounts(prefix: str):
+    def check(values: dict[str, Any], platform) -> None:
+        for user in values.get(f"{prefix}_users") or []:
+            if not USER_NAME.match(user):
+                raise InputError(
+                    f"--user {user[:40]!r}: a user name is letters, digits and _ . @ -, at most 63 characters"
+                )
+        if values.get("lockdown_end_sessions") and not values.get("lockdown_all"):
+            raise InputError("--end-sessions goes with --all (a user's sessions are always ended)")
+
+    return check
+
+
+def summarize_lockdown(key: str):
+    def summarize(outputs: dict[str, Any]) -> list[str]:
+        done = outputs.get(key) or {}
+        accounts, lines = done.get("accounts") or {}, []
+        everyone = accounts.get("all")
+        if everyone is not None:
+            lines += _summarize_all(key, everyone)
+        for user, entry in accounts.items():
+            if user != "all" or not done.get("all"):
+                lines += _summarize_user(key, user, entry)
+        if done.get("wire") is not None:
+            lines.append(f"a login attempt through the Ingress now gets: {done['wire']}")
+        return lines
+
+    return summarize
+
+
+def _summarize_all(key: str, entry: dict[str, Any]) -> list[str]:
+    if key == "unlock":
+        if not entry.get("recorded"):
+            return ["logins: no lockdown recorded, nothing to put back"]
+        return [
+            f"logins: put back as before ({', '.join(entry.get('restarted') or []) or 'nothing'} rolled out)"
+        ]
+    if entry.get("already"):
+        return [f"logins: already disabled (recorded by {entry.get('locked_by')})"]
+    if "restarted" not in entry:
+        return ["new logins would be disabled (check mode)"]
+    ended = entry.get("sessions_ended")
+    kept = f"{ended} open sessions ended" if entry.get("end_sessions") else "open sessions kept"
+    rolled = ", ".join(entry["restarted"])
+    return [f"new logins disabled ({rolled + ' rolled out' if rolled else 'already'}); {kept}"]
+
+
+def _summarize_user(key: str, user: str, entry: dict[str, Any]) -> list[str]:
+    if key == "unlock":
+        if not entry.get("recorded"):
+            return [f"{user}: no lockdown recorded, nothing to put back"]
+        return [f"{user}: put back as recorded by {entry.get('locked_by')} (ended sessions do not come back)"]
+    if entry.get("already"):
+        return [f"{user}: already locked out"]
+    if "sessions_ended" not in entry:
+        return [f"{user}: would be locked out (check mode)"]
+    database = (
+        f", database login disabled, {entry.get('db_backends_terminated', 0)} backends ended"
+        if entry["before"].get("db_login")
+        else ""
+    )
+    return [f"{user}: suspended, {entry['sessions_ended']} sessions ended{database}"]
 
 
 def summarize_rotate(outputs: dict[str, Any]) -> list[str]:
@@ -187,5 +253,38 @@ PROCEDURES = (
         timeout_var="rotate_secrets_timeout",
         summarize=summarize_rotate,
         check=check_rotate,
+    ),
+    Procedure(
+        name="lockdown",
+        role="lockdown",
+        runbooks=(
+            "004 Compromised Account Response",
+            "004 System-wide Lockdown",
+            "000 Compromised Credentials",
+        ),
+        arguments=(
+            Argument("--user", "lockdown_users", metavar="NAME"),
+            Argument("--all", "lockdown_all"),
+            Argument("--end-sessions", "lockdown_end_sessions"),
+        ),
+        one_of=("--user", "--all"),
+        destructive=True,
+        timeout_var="lockdown_timeout",
+        summarize=summarize_lockdown("lockdown"),
+        check=check_accounts("lockdown"),
+    ),
+    Procedure(
+        name="unlock",
+        role="unlock",
+        runbooks=("004 Compromised Account Response (the way back)",),
+        arguments=(
+            Argument("--user", "unlock_users", metavar="NAME"),
+            Argument("--all", "unlock_all"),
+        ),
+        one_of=("--user", "--all"),
+        destructive=True,
+        timeout_var="unlock_timeout",
+        summarize=summarize_lockdown("unlock"),
+        check=check_accounts("unlock"),
     ),
 )

@@ -8,7 +8,8 @@ Users log in with a password (``users.password_hash``, PBKDF2-SHA256) and get a 
 sessions live in Redis (key layout in docs/sandbox.md and below), each with a TTL
 (``SANDBOX_SESSION_TTL_SECONDS``, default 3600). A user is locked by ``users.locked`` or by the Redis
 key ``matchbook:user-locked:<user>``; a locked user cannot log in, and a session of theirs is
-refused (and ended) when used.
+refused (and ended) when used. ``MATCHBOOK_LOGINS=disabled`` (runbook 004's system-wide lockdown)
+refuses every new login with 503 ``{"error": "logins are disabled"}``; sessions already open go on.
 
 Writes the database refuses (read-only) answer 503 ``{"error": "read-only"}``; reads go on.
 """
@@ -77,6 +78,7 @@ class Api:
         self.admin_key = os.environ.get("API_ADMIN_KEY") or ""
         self.webhook_key = os.environ.get("API_WEBHOOK_KEY") or ""
         self.session_ttl = int(os.environ.get("SANDBOX_SESSION_TTL_SECONDS", "3600"))
+        self.logins_disabled = os.environ.get("MATCHBOOK_LOGINS", "enabled") == "disabled"
         self.refused_keys = service.metrics.counter(
             "api_key_refusals_total", "Requests refused for a missing or wrong API key.", ("key",)
         )
@@ -233,6 +235,9 @@ class Api:
         return locked_in_db or bool(self.cache.run(lambda r: r.exists(USER_LOCKED.format(name))))
 
     def login(self, req: Request) -> Response:
+        if self.logins_disabled:
+            log.warning(f"refused login: logins are disabled (MATCHBOOK_LOGINS) client={req.client}")
+            raise HTTPError(503, "logins are disabled")
         body = req.json()
         user, password = body.get("user"), body.get("password")
         if not isinstance(user, str) or not isinstance(password, str):

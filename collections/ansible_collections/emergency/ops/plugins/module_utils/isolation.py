@@ -133,10 +133,18 @@ def wait(predicate, timeout, what):
 
 
 def wire_status(probe):
-    """The HTTP status a client gets from the probe (an Ingress URL and Host); 0 when refused."""
+    """The HTTP status a client gets from the probe (an Ingress URL and Host, a GET unless it has a
+    ``method`` and ``data``); 0 when refused."""
     headers = dict(probe.get("headers") or {}, **({"Host": probe["host"]} if probe.get("host") else {}))
     try:
-        with open_url(probe["url"], headers=headers, timeout=5, follow_redirects="none") as answer:
+        with open_url(
+            probe["url"],
+            method=probe.get("method") or "GET",
+            data=probe.get("data"),
+            headers=headers,
+            timeout=5,
+            follow_redirects="none",
+        ) as answer:
             return answer.status
     except HTTPError as exc:
         return exc.code
