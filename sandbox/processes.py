@@ -71,12 +71,21 @@ def alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child of this process still answers kill(0); reap it if it is ours.
+    # A zombie still answers kill(0): reap it if it is ours; one whose parent has not reaped it yet
+    # (init reaps orphans on its own schedule) has exited all the same.
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0
     except ChildProcessError:
-        return True
+        return not zombie(pid)
+
+
+def zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc: kill(0) is all there is to go by
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 def stop(pid: int | None, timeout: float = 10.0) -> None:

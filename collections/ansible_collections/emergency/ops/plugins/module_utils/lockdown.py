@@ -173,7 +173,7 @@ class Accounts:
         if self.cache is None or not self.settings.get("session_key"):
             return 0
         match = self.key("session_key", session="*")
-        return sum(1 for _ in self.cache.scan_iter(match=match, count=500))
+        return sum(1 for _key in self.cache.scan_iter(match=match, count=500))
 
     def set_db_login(self, user, login):
         self.touched = True

@@ -104,6 +104,21 @@ options:
       password_file:
         description: File holding the password.
         type: path
+  services:
+    description: The platform's workloads, of which O(accounts.logins.services) names some; needed for O(all).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Workload name.
+        type: str
+        required: true
+      kind:
+        description: Workload kind.
+        type: str
+        default: Deployment
+        choices: [Deployment, StatefulSet]
   ingress:
     description: The Ingress as a client reaches it, for the check on the wire.
     type: dict
@@ -126,7 +141,6 @@ options:
 extends_documentation_fragment:
   - emergency.ops.kube
   - emergency.ops.database
-  - emergency.ops.services
 author: Emergency procedures maintainers (!UNKNOWN)
 """
 
@@ -333,7 +347,7 @@ def main():
     except KubeError as exc:
         module.fail_json(msg=str(exc), outcome=outcome_of(exc, touched()), **result)
     except Exception as exc:  # the database or Redis: unreachable while nothing changed
-        if type(exc).__module__.split(".")[0] not in ("psycopg", "redis"):
+        if type(exc).__module__.split(".", maxsplit=1)[0] not in ("psycopg", "redis"):
             raise
         outcome = "failed" if touched() else "unreachable"
         module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), outcome=outcome, **result)
