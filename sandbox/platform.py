@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from ansible_collections.emergency.ops.plugins.module_utils.pgbin import find_pg_bin
-from sandbox import ROOT, processes
+from sandbox import ROOT, processes, wallet
 from sandbox.edge import monitoring
 
 HERE = Path(__file__).resolve().parent
@@ -163,14 +163,14 @@ class Sandbox:
             )
         return processes.alive(self.pid(name)) and processes.port_open(self.port(name))
 
-    def secret(self, name: str) -> str:
+    def secret(self, name: str, make=lambda: secrets.token_urlsafe(24)) -> str:
         folder = self.dir / "secrets"
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = folder / name
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(24))
+                handle.write(make())
         return path.read_text().strip()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -779,6 +779,8 @@ class Sandbox:
                 "admin-key": self.secret("api-admin-key"),
                 "webhook-key": self.secret("api-webhook-key"),
             },
+            # The crank's wallet (runbook 000 "Compromised Crank Wallet"), a keypair file's JSON.
+            "crank-keypair": {"keypair": self.secret("crank-keypair", wallet.new_keypair)},
         }
         docs = [
             {

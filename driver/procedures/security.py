@@ -116,6 +116,11 @@ def summarize_rotate(outputs: dict[str, Any]) -> list[str]:
             )
         if r.get("wire"):
             lines.append(f"  through the Ingress: old key {r['wire']['old']}, new key {r['wire']['new']}")
+        if r.get("stopped") or r.get("followed_up"):
+            follow = "follow-up run" if r.get("followed_up") else "no follow-up"
+            lines.append(
+                f"  stopped while it changed and back: {', '.join(r.get('stopped') or []) or '-'}; {follow}"
+            )
     return lines
 
 

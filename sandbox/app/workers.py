@@ -21,6 +21,7 @@ import json
 import os
 import time
 
+from sandbox import wallet
 from sandbox.app import log
 from sandbox.app.backends import Backoff, ReadOnly, Unavailable
 
@@ -125,12 +126,21 @@ class Crank:
         self.depth = 0
         self.next_topup = 0.0
         self.topups = 0
+        # The wallet it signs with (CRANK_KEYPAIR, a keypair file's JSON): only its public key is shown.
+        try:
+            self.wallet = (
+                wallet.pubkey(os.environ["CRANK_KEYPAIR"]) if os.environ.get("CRANK_KEYPAIR") else None
+            )
+        except ValueError:
+            self.wallet = None
+        log.info(f"crank wallet {self.wallet or '(none: CRANK_KEYPAIR is not a keypair)'}")
         service.metrics.gauge(
             "queue_depth", "Items waiting in the crank's queue.", read=lambda: float(self.depth)
         )
 
     def status(self) -> dict:
-        return {"crank": {"queue_depth": self.depth, "processed": int(self.service.rows.value())}}
+        processed = int(self.service.rows.value())
+        return {"crank": {"queue_depth": self.depth, "processed": processed, "wallet": self.wallet}}
 
     def loops(self) -> list:
         return [self.work]

@@ -8,13 +8,18 @@ credentials back as they were."""
 from __future__ import annotations
 
 import base64
+import json
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from sandbox import traffic
+from driver import ROOT
+from sandbox import traffic, wallet
 from tests.conftest import call, incident_id, wait_for
 from tests.leaks import leaks
 
@@ -202,3 +207,85 @@ def test_pods_that_cannot_log_in_put_the_previous_credential_back(driver, target
             "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'app_a'"
         ).fetchone()[0]
     assert refused
+
+
+@pytest.fixture
+def crank_wallet(target, driver):
+    data = values(target.kube(), "crank-keypair")
+    yield data
+    put_back(target, driver, "crank-keypair", data)
+
+
+def crank_wallet_in_use(kube) -> str | None:
+    """The public key the running crank logs it signs with."""
+    pods = [
+        p
+        for p in kube.list("Pod", label_selector="app.kubernetes.io/name=crank")
+        if not p["metadata"].get("deletionTimestamp") and p["status"].get("phase") == "Running"
+    ]
+    if len(pods) != 1:
+        return None
+    text = kube.raw("GET", kube.path("Pod", pods[0]["metadata"]["name"], "log"))
+    text = text.decode() if isinstance(text, bytes) else text
+    found = re.findall(r"crank wallet ([0-9a-f]{64})", text)
+    return found[-1] if found else None
+
+
+def test_the_crank_wallet_rotates_with_the_crank_stopped_and_the_transfer_made_once(
+    driver, target, incidents, crank_wallet, tmp_path
+):
+    kube = target.kube()
+    ledger = Path(target.env["EMERGENCY_SANDBOX_DIR"]) / "wallet-ledger.jsonl"
+    ledger.unlink(missing_ok=True)
+    old = crank_wallet["keypair"]
+    assert crank_wallet_in_use(kube) == wallet.pubkey(old)
+    incident = incident_id()
+    leftovers = set(Path(tempfile.gettempdir()).glob("emergency-keypair-*"))
+
+    check = driver("rotate-secrets", "--secret", "crank-keypair", "--check", "--incident", incident)
+    assert check.rc == 0 and values(kube, "crank-keypair") == crank_wallet and not ledger.exists()
+
+    run = driver("rotate-secrets", "--secret", "crank-keypair", "--yes", "--incident", incident)
+    assert run.rc == 0 and run.result["changed"], run.stdout + run.stderr
+    now = values(kube, "crank-keypair")
+    assert set(now) == {"keypair"} and now["keypair"] != old  # the previous one dropped after the transfer
+    assert kube.get("Deployment", "crank")["spec"]["replicas"] == 1
+    new_key = wallet.pubkey(now["keypair"])
+    wait_for(lambda: crank_wallet_in_use(kube) == new_key, what="the crank signing with the new wallet")
+    moves = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert moves == [{"from": wallet.pubkey(old), "to": new_key, "amount": "ALL", "at": moves[0]["at"]}]
+    rotated = run.result["outputs"]["rotate_secrets"]["rotated"][0]
+    assert rotated["stopped"] == ["crank"] and rotated["followed_up"]
+    assert set(Path(tempfile.gettempdir()).glob("emergency-keypair-*")) == leftovers
+    secrets = {"old keypair": old, "new keypair": now["keypair"]}
+    assert leaks(secrets, run_files(incidents), [run.stdout, run.stderr, check.stdout]) == []
+
+    again = driver("rotate-secrets", "--secret", "crank-keypair", "--yes", "--incident", incident)
+    assert again.rc == 0 and not again.result["changed"], again.stdout
+    assert len(ledger.read_text().splitlines()) == 1 and values(kube, "crank-keypair") == now
+
+    # A transfer that fails: the new wallet serves, the previous one stays beside it until a re-run moves
+    # the funds; nothing that holds funds is lost.
+    inventory = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventories" / "sandbox", inventory)
+    platform = inventory / "group_vars" / "all" / "platform.yml"
+    platform.write_text(platform.read_text().replace("      - transfer\n", "      - no-such-command\n"))
+    second = incident_id()
+    failed = driver(
+        "rotate-secrets",
+        "--secret",
+        "crank-keypair",
+        "--yes",
+        "--incident",
+        second,
+        "--inventory",
+        str(inventory),
+    )
+    assert failed.rc == 1, failed.stdout
+    kept = values(kube, "crank-keypair")
+    assert kept["keypair.previous"] == now["keypair"] and kept["keypair"] != now["keypair"]
+    assert kube.get("Deployment", "crank")["spec"]["replicas"] == 1
+    retried = driver("rotate-secrets", "--secret", "crank-keypair", "--yes", "--incident", second)
+    assert retried.rc == 0 and retried.result["changed"], retried.stdout + retried.stderr
+    assert set(values(kube, "crank-keypair")) == {"keypair"}
+    assert len(ledger.read_text().splitlines()) == 2

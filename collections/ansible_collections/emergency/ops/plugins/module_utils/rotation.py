@@ -15,6 +15,14 @@ once every old pod is gone the old role's password is removed and its sessions e
 credential is refused. The password reaches the server as a SCRAM verifier computed here, so it is
 in no statement the server could log.
 
+A keypair (runbook 000 "Compromised Crank Wallet") is made by the inventory's generator command
+(``solana-keygen new -o {new}``) into a file of a private folder removed at the end whatever happens, with
+the services that sign with it stopped first (replicas recorded) and brought back after. The old
+keypair stays in the Secret beside the new one (key ``<key>.previous``) until the follow-up command
+(the funds transfer, ``{old}`` to ``{new}``) has succeeded, once per incident: a failed transfer is
+re-run by the next rotation for the incident, and no key that holds funds is ever lost. The commands'
+output is discarded (a generator prints a recovery phrase); only their exit status is kept.
+
 A rotation whose restarted pods do not become ready is put back: the Secret gets its previous data
 and the workloads their previous pod template (so the previous ReplicaSet's pods serve), and the new
 role's password is removed. The old credential was not touched yet, so the service keeps running.
@@ -25,7 +33,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import os
 import secrets
+import shutil
+import subprocess
+import tempfile
 
 try:
     from urllib.parse import quote, urlsplit, urlunsplit
@@ -34,9 +46,12 @@ except ImportError:  # pragma: no cover - Python 2
     from urllib import quote
 
 from ansible_collections.emergency.ops.plugins.module_utils.kube import rfc3339, selector_string, wait_until
+from ansible_collections.emergency.ops.plugins.module_utils.quiesce import scale_all
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import wait_ready
 
 ROTATED = "emergency.ops/rotated-incident"
+FOLLOWED_UP = "emergency.ops/follow-up-incident"
+PREVIOUS = "%s.previous"  # the Secret's key keeping the old keypair until the follow-up has used it
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
@@ -298,3 +313,99 @@ def rotate_keys(rotation, check):
         raise RotationFailed("%s; the previous keys and pods are back" % exc, True) from exc
     seen = check(previous, data) if check else None
     return dict(rotation.entry(True), wire=seen)
+
+
+# -- keypairs --------------------------------------------------------------------------------------------
+def write_private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def run_command(argv, files, what, timeout):
+    """Runs a configured command with ``{old}``/``{new}`` replaced by the files' paths; raises
+    RotationFailed (put_back unknown to it: the caller says) on a non-zero exit."""
+    filled = []
+    for arg in argv:
+        for name, path in files.items():
+            arg = arg.replace("{%s}" % name, path)
+        filled.append(arg)
+    try:
+        code = subprocess.call(
+            filled,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RotationFailed(
+            "%s (%s) did not run: %s" % (what, os.path.basename(argv[0]), type(exc).__name__), None
+        ) from None
+    if code != 0:
+        raise RotationFailed("%s (%s) exited %d" % (what, os.path.basename(argv[0]), code), None)
+
+
+def follow_up_pending(rotation, key):
+    secret = rotation.kube.get("Secret", rotation.name)
+    annotations = secret["metadata"].get("annotations") or {}
+    return PREVIOUS % key in (secret.get("data") or {}) and annotations.get(FOLLOWED_UP) != rotation.incident
+
+
+def run_follow_up(rotation, key, follow_up, folder, timeout):
+    """The follow-up from the old keypair (kept in the Secret) to the new one, then the old one goes."""
+    data = decoded(rotation.kube.get("Secret", rotation.name))
+    old, new = os.path.join(folder, "old.json"), os.path.join(folder, "new-in-secret.json")
+    write_private(old, data[PREVIOUS % key])
+    write_private(new, data[key])
+    run_command(follow_up, {"old": old, "new": new}, "the follow-up command", timeout)
+    body = {"metadata": {"annotations": {FOLLOWED_UP: rotation.incident}}, "data": {PREVIOUS % key: None}}
+    rotation.kube.patch("Secret", rotation.name, body, patch_type="merge")
+
+
+def rotate_keypair(rotation, key, generator, follow_up, stop, timeout):
+    """A new keypair from ``generator`` with ``stop``'s services stopped; the follow-up once per incident.
+    Returns the entry (no value in it)."""
+    if key not in rotation.previous:
+        raise RotationFailed("Secret %s has no key %s" % (rotation.name, key), True)
+    stopped = [s["name"] for s in stop]
+    rotation.workloads = [w for w in rotation.workloads if w["metadata"]["name"] not in stopped]
+    if rotation.check_mode:
+        return dict(rotation.entry(not rotation.already()), stopped=stopped)
+    folder = tempfile.mkdtemp(prefix="emergency-keypair-")  # 0700
+    try:
+        if rotation.already():  # rotated for this incident: only a follow-up that failed is left
+            ran = bool(follow_up) and follow_up_pending(rotation, key)
+            if ran:
+                run_follow_up(rotation, key, follow_up, folder, timeout)
+            return dict(rotation.entry(ran), stopped=[], followed_up=ran)
+        # The compromised key signs nothing more from here on.
+        scale_all(rotation.kube, stop, "down", rotation.incident, timeout)
+        new = os.path.join(folder, "new.json")
+        try:
+            run_command(generator, {"new": new}, "the generator", timeout)
+            with open(new) as handle:
+                value = handle.read().strip()
+            if not value:
+                raise RotationFailed("the generator wrote an empty keypair", None)
+        except (RotationFailed, OSError) as exc:
+            scale_all(rotation.kube, stop, "restored", rotation.incident, timeout)
+            raise RotationFailed("%s; the Secret is unchanged and the services are back" % exc, True) from exc
+        rotation.write_secret(dict(rotation.previous, **{key: value, PREVIOUS % key: rotation.previous[key]}))
+        failure = None
+        if follow_up:
+            try:
+                run_follow_up(rotation, key, follow_up, folder, timeout)
+            except RotationFailed as exc:
+                failure = exc
+        scale_all(rotation.kube, stop, "restored", rotation.incident, timeout)
+        rotation.restart_all()
+        if failure is not None:
+            raise RotationFailed(
+                "%s; the new keypair is in the Secret and serving, the previous one kept beside it as %s: "
+                "a re-run for the incident runs the follow-up again" % (failure, PREVIOUS % key),
+                False,
+            )
+        return dict(rotation.entry(True), stopped=stopped, followed_up=bool(follow_up))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -18,6 +18,11 @@ description:
     old role's password and ends its sessions; checks the new login is accepted and the old one refused.
   - O(kind=api_keys) gives every key of the Secret a new random value, restarts the workloads that use it,
     and with O(probe) checks through the Ingress that each old key is refused and each new one accepted.
+  - O(kind=keypair) stops O(stop) (replicas recorded), makes a new keypair with O(generator) into a file of
+    a private folder (removed at the end whatever happens), stores it in the Secret under O(key) with the
+    previous one kept as C(<key>.previous), runs O(follow_up) (the funds transfer) once per incident and then
+    drops the previous one, and brings O(stop) back. A follow-up that fails is run again by a re-run for the
+    incident.
   - Restarted pods that do not become ready put back the previous data and pod templates.
   - A Secret already rotated for O(incident) is not rotated again.
 options:
@@ -28,7 +33,7 @@ options:
   kind:
     description: What the Secret holds.
     type: str
-    choices: [postgres, api_keys]
+    choices: [postgres, api_keys, keypair]
     required: true
   database:
     description: The admin login for O(kind=postgres).
@@ -60,6 +65,36 @@ options:
         description: The key of the Secret the request presents.
         type: str
         required: true
+  key:
+    description: For O(kind=keypair), the Secret's key holding the keypair file's content.
+    type: str
+    default: keypair
+  generator:
+    description: For O(kind=keypair), the command writing a new keypair file at C({new})
+      (C(solana-keygen new -o {new})).
+    type: list
+    elements: str
+  follow_up:
+    description: For O(kind=keypair), a command run once per incident from C({old}) to C({new})
+      (the funds transfer).
+    type: list
+    elements: str
+    default: []
+  stop:
+    description: For O(kind=keypair), the workloads stopped while the keypair changes and brought back after.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Workload name.
+        type: str
+        required: true
+      kind:
+        description: Workload kind.
+        type: str
+        default: Deployment
+        choices: [Deployment, StatefulSet]
   incident:
     description: The incident the rotation is recorded under.
     type: str
@@ -95,7 +130,11 @@ rotation:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.emergency.ops.plugins.module_utils.args_common import DATABASE_ARGS, KUBE_ARGS
+from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
+    DATABASE_ARGS,
+    KUBE_ARGS,
+    WORKLOAD_OPTIONS,
+)
 from ansible_collections.emergency.ops.plugins.module_utils.isolation import wire_status
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     Kube,
@@ -103,11 +142,13 @@ from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     outcome_of,
     require_kubernetes,
 )
+from ansible_collections.emergency.ops.plugins.module_utils.quiesce import NotSettled
 from ansible_collections.emergency.ops.plugins.module_utils.rotation import (
     Rotation,
     RotationFailed,
     decoded,
     login_works,
+    rotate_keypair,
     rotate_keys,
     rotate_postgres,
 )
@@ -138,7 +179,7 @@ def main():
         argument_spec=dict(
             KUBE_ARGS,
             secret=dict(type="str", required=True, no_log=False),
-            kind=dict(type="str", choices=["postgres", "api_keys"], required=True),
+            kind=dict(type="str", choices=["postgres", "api_keys", "keypair"], required=True),
             database=dict(DATABASE_ARGS["database"], required=False),
             owner=dict(type="str"),
             order=dict(type="list", elements="str", default=[]),
@@ -151,10 +192,14 @@ def main():
                     key=dict(type="str", required=True, no_log=False),
                 ),
             ),
+            key=dict(type="str", default="keypair", no_log=False),
+            generator=dict(type="list", elements="str"),
+            follow_up=dict(type="list", elements="str", default=[]),
+            stop=dict(type="list", elements="dict", default=[], options=WORKLOAD_OPTIONS),
             incident=dict(type="str", required=True),
             timeout=dict(type="int", default=300),
         ),
-        required_if=[("kind", "postgres", ("database", "owner"))],
+        required_if=[("kind", "postgres", ("database", "owner")), ("kind", "keypair", ("generator",))],
         supports_check_mode=True,
     )
     require_kubernetes(module)
@@ -163,7 +208,7 @@ def main():
     try:
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         rotation = Rotation(kube, p["secret"], p["incident"], p["order"], p["timeout"], module.check_mode)
-        if rotation.already():
+        if rotation.already() and p["kind"] != "keypair":  # a keypair's follow-up may be left to run
             entry = rotation.entry(False)
             if p["kind"] == "postgres":
                 now = decoded(rotation.secret)
@@ -184,12 +229,18 @@ def main():
                 autocommit=True,
             ) as admin:
                 entry = rotate_postgres(rotation, admin, p["database"], p["owner"])
+        elif p["kind"] == "keypair":
+            entry = rotate_keypair(
+                rotation, p["key"], p["generator"], p["follow_up"], p["stop"], p["timeout"]
+            )
         else:
             entry = rotate_keys(rotation, wire_check(p["probe"]) if p["probe"] else None)
         result["changed"] = entry.pop("changed")
         result["rotation"] = entry
     except RotationFailed as exc:
         module.fail_json(msg=str(exc), outcome="failed", put_back=exc.put_back, **result)
+    except NotSettled as exc:
+        module.fail_json(msg=str(exc), outcome="failed", **result)
     except KubeError as exc:
         module.fail_json(msg=str(exc), outcome=outcome_of(exc, result["changed"]), **result)
     module.exit_json(**result)
