@@ -49,6 +49,11 @@ def _message(res: dict[str, Any]) -> str:
     text = res.get("msg") or res.get("message") or ""
     if not isinstance(text, str):
         text = str(text)
+    # A loop says only "One or more items failed": each failed item's own message, by its label.
+    failed = [r for r in res.get("results") or [] if isinstance(r, dict) and r.get("failed")]
+    if failed:
+        items = [f"{r.get('_ansible_item_label', r.get('item', ''))}: {_message(r)}" for r in failed]
+        text = "; ".join(items)
     return text if len(text) <= 2000 else text[:1997] + "..."
 
 

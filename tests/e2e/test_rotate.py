@@ -281,7 +281,7 @@ def test_the_crank_wallet_rotates_with_the_crank_stopped_and_the_transfer_made_o
         "--inventory",
         str(inventory),
     )
-    assert failed.rc == 1, failed.stdout
+    assert failed.rc == 1 and "crank-keypair: the follow-up command" in failed.stdout, failed.stdout
     kept = values(kube, "crank-keypair")
     assert kept["keypair.previous"] == now["keypair"] and kept["keypair"] != now["keypair"]
     assert kube.get("Deployment", "crank")["spec"]["replicas"] == 1

@@ -177,3 +177,17 @@ def test_every_playbook_is_the_procedure_protocol_around_its_role():
         assert role["role"] == "procedure" and role["procedure_role"] == procedure.role, procedure.playbook
     playbooks = {p.name for p in (ROOT / "playbooks").glob("*.yml")}
     assert playbooks == {p.playbook for p in PROCEDURES.values()}
+
+
+def test_a_failed_loop_reports_each_failed_items_message_not_ansibles_summary():
+    from driver.runner import _message
+
+    res = {
+        "msg": "One or more items failed",
+        "results": [
+            {"_ansible_item_label": "api-keys", "changed": True},
+            {"_ansible_item_label": "crank-keypair", "failed": True, "msg": "the follow-up command exited 2"},
+        ],
+    }
+    assert _message(res) == "crank-keypair: the follow-up command exited 2"
+    assert _message({"msg": "plain"}) == "plain"
