@@ -26,7 +26,7 @@ __metaclass__ = type
 import hashlib
 import json
 
-from ansible_collections.emergency.ops.plugins.module_utils.kube import rfc3339, wait_until
+from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError, rfc3339, wait_until
 from ansible_collections.emergency.ops.plugins.module_utils.workloads import main_container, wait_ready
 
 RECORD_LABEL = "emergency.ops/lockdown"
@@ -68,7 +68,12 @@ class Records:
             },
             "data": {"record": json.dumps(record, sort_keys=True)},
         }
-        self.kube.create("ConfigMap", body, dry_run=self.check_mode)
+        try:
+            self.kube.create("ConfigMap", body, dry_run=self.check_mode)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            return  # another operator's run recorded it first: its prior state is the one to keep
         self.touched = not self.check_mode
 
     def remove(self, name):
