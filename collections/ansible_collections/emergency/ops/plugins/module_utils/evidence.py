@@ -32,6 +32,7 @@ try:
 except ImportError:  # pragma: no cover - Python 2
     from urllib import quote, quote_plus
 
+from ansible_collections.emergency.ops.plugins.module_utils import cache
 from ansible_collections.emergency.ops.plugins.module_utils.kube import KubeError, selector_string
 
 MANIFEST = "manifest.json"
@@ -368,13 +369,8 @@ def capture_redis(bundle, redis_settings):
     """Redis ``INFO`` (all sections); its password comes from a file and never leaves this process."""
     import redis
 
-    password = None
-    if redis_settings.get("password_file"):
-        with open(redis_settings["password_file"]) as handle:
-            password = handle.read().strip()
     try:
-        client = redis.Redis.from_url(redis_settings["url"], password=password, socket_timeout=5)
-        info = client.info("everything")
+        info = cache.client(redis_settings).info("everything")
     except redis.RedisError as exc:
         raise EvidenceError(
             "cannot read Redis INFO at %s: %s" % (redis_settings["url"].split("@")[-1], exc), "unreachable"

@@ -173,6 +173,14 @@ wire:
 
 import json
 
+try:
+    import psycopg
+    import redis
+
+    BACKEND_ERRORS = (psycopg.Error, redis.RedisError)
+except ImportError:  # the module then fails when it first needs one of them
+    BACKEND_ERRORS = ()
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
@@ -180,6 +188,8 @@ from ansible_collections.emergency.ops.plugins.module_utils.args_common import (
     KUBE_ARGS,
     SERVICES_ARGS,
 )
+from ansible_collections.emergency.ops.plugins.module_utils import cache, postgres
+from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure
 from ansible_collections.emergency.ops.plugins.module_utils.isolation import NotVerified, wait, wire_status
 from ansible_collections.emergency.ops.plugins.module_utils.kube import (
     Kube,
@@ -216,33 +226,6 @@ ACCOUNTS = dict(
         ),
     ),
 )
-
-
-def redis_client(settings):
-    if not settings:
-        return None
-    import redis
-
-    password = None
-    if settings.get("password_file"):
-        with open(settings["password_file"]) as handle:
-            password = handle.read().strip()
-    return redis.Redis.from_url(settings["url"], password=password, socket_timeout=5, decode_responses=True)
-
-
-def database_connection(database):
-    import psycopg
-
-    return psycopg.connect(
-        host=database["host"],
-        port=database["port"],
-        user=database["user"],
-        password=database["password"] or None,
-        dbname=database["name"],
-        sslmode=database["sslmode"],
-        connect_timeout=5,
-        autocommit=True,
-    )
 
 
 def check_logins_on_wire(url, host, wanted, disabled, timeout):
@@ -308,9 +291,9 @@ def main():
     try:
         kube = Kube(p["kubeconfig"], p["context"], p["namespace"])
         records = Records(kube, module.check_mode)
-        cache = redis_client(p["redis"])
+        store = cache.client(p["redis"], decode_responses=True) if p["redis"] else None
         if p["all"]:
-            accounts = Accounts(p["accounts"], None, cache)
+            accounts = Accounts(p["accounts"], None, store)
             if locking:
                 entry = lock_all(
                     kube, accounts, records, logins, p["end_sessions"], p["incident"], p["timeout"]
@@ -328,8 +311,8 @@ def main():
             result["changed"] = entry.pop("changed")
             result["lockdown"] = {"all": entry}
         else:
-            with database_connection(p["database"]) as db:
-                accounts = Accounts(p["accounts"], db, cache)
+            with postgres.connect(p["database"], p["database"]["name"]) as db:
+                accounts = Accounts(p["accounts"], db, store)
                 if locking:  # every user known before the first is touched
                     for user in p["users"]:
                         accounts.known(user)
@@ -346,9 +329,9 @@ def main():
         module.fail_json(msg=str(exc), **result)
     except KubeError as exc:
         module.fail_json(msg=str(exc), outcome=outcome_of(exc, touched()), **result)
-    except Exception as exc:  # the database or Redis: unreachable while nothing changed
-        if type(exc).__module__.split(".", maxsplit=1)[0] not in ("psycopg", "redis"):
-            raise
+    except Failure as exc:  # the database refused or unreachable, before anything changed
+        module.fail_json(msg=str(exc), outcome=exc.outcome, **result)
+    except BACKEND_ERRORS as exc:  # the database or Redis failing mid-way
         outcome = "failed" if touched() else "unreachable"
         module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), outcome=outcome, **result)
     module.exit_json(**result)
