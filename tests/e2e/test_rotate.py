@@ -289,3 +289,18 @@ def test_the_crank_wallet_rotates_with_the_crank_stopped_and_the_transfer_made_o
     assert retried.rc == 0 and retried.result["changed"], retried.stdout + retried.stderr
     assert set(values(kube, "crank-keypair")) == {"keypair"}
     assert len(ledger.read_text().splitlines()) == 2
+
+    # A transfer that failed under one incident and a rotation for another: the pending transfer goes
+    # first, so the key that holds the funds is not overwritten.
+    third = incident_id()
+    args = ("rotate-secrets", "--secret", "crank-keypair", "--yes")
+    assert driver(*args, "--incident", third, "--inventory", str(inventory)).rc == 1
+    stranded = values(kube, "crank-keypair")
+    fourth = driver(*args, "--incident", incident_id())
+    assert fourth.rc == 0, fourth.stdout + fourth.stderr
+    moves = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [(m["from"], m["to"]) for m in moves[2:]] == [
+        (wallet.pubkey(stranded["keypair.previous"]), wallet.pubkey(stranded["keypair"])),
+        (wallet.pubkey(stranded["keypair"]), wallet.pubkey(values(kube, "crank-keypair")["keypair"])),
+    ]
+    assert set(values(kube, "crank-keypair")) == {"keypair"}

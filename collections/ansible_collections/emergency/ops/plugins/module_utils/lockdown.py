@@ -234,10 +234,16 @@ def lock_user(accounts, records, user, incident, timeout):
         accounts.terminate_backends(user) if before["db_login"] is not None else 0
     )
     # pg_terminate_backend only signals: the backends are gone a moment later.
-    seen = []
-    if not wait_until(lambda: locked_out(seen.append(accounts.state(user)) or seen[-1]), timeout, 0.2):
-        raise NotDone("%s is not locked out after %ss: %s" % (user, timeout, seen[-1]))
-    return dict(entry, changed=True, after=seen[-1])
+    after = wait_until(lambda: settled_state(accounts, user), timeout, 0.2)
+    if not after:
+        raise NotDone("%s is not locked out after %ss: %s" % (user, timeout, accounts.state(user)))
+    return dict(entry, changed=True, after=after)
+
+
+def settled_state(accounts, user):
+    """The user's state once nothing of it lets them in, else None."""
+    state = accounts.state(user)
+    return state if locked_out(state) else None
 
 
 def unlock_user(accounts, records, user):

@@ -355,7 +355,8 @@ def follow_up_pending(rotation, key):
 def run_follow_up(rotation, key, follow_up, folder, timeout):
     """The follow-up from the old keypair (kept in the Secret) to the new one, then the old one goes."""
     data = decoded(rotation.kube.get("Secret", rotation.name))
-    old, new = os.path.join(folder, "old.json"), os.path.join(folder, "new-in-secret.json")
+    folder = tempfile.mkdtemp(dir=folder)
+    old, new = os.path.join(folder, "old.json"), os.path.join(folder, "new.json")
     write_private(old, data[PREVIOUS % key])
     write_private(new, data[key])
     run_command(follow_up, {"old": old, "new": new}, "the follow-up command", timeout)
@@ -379,6 +380,17 @@ def rotate_keypair(rotation, key, generator, follow_up, stop, timeout):
             if ran:
                 run_follow_up(rotation, key, follow_up, folder, timeout)
             return dict(rotation.entry(ran), stopped=[], followed_up=ran)
+        if PREVIOUS % key in rotation.previous:
+            # An earlier incident's transfer never ran: the key kept beside holds the funds. Its
+            # transfer goes first; overwriting it would lose them.
+            if not follow_up:
+                raise RotationFailed(
+                    "Secret %s still holds %s, whose follow-up never ran; nothing changed"
+                    % (rotation.name, PREVIOUS % key),
+                    True,
+                )
+            run_follow_up(rotation, key, follow_up, folder, timeout)
+            rotation.previous = decoded(rotation.kube.get("Secret", rotation.name))
         # The compromised key signs nothing more from here on.
         scale_all(rotation.kube, stop, "down", rotation.incident, timeout)
         new = os.path.join(folder, "new.json")
@@ -391,7 +403,10 @@ def rotate_keypair(rotation, key, generator, follow_up, stop, timeout):
         except (RotationFailed, OSError) as exc:
             scale_all(rotation.kube, stop, "restored", rotation.incident, timeout)
             raise RotationFailed("%s; the Secret is unchanged and the services are back" % exc, True) from exc
-        rotation.write_secret(dict(rotation.previous, **{key: value, PREVIOUS % key: rotation.previous[key]}))
+        data = dict(rotation.previous, **{key: value})
+        if follow_up:  # kept until the follow-up has used it
+            data[PREVIOUS % key] = rotation.previous[key]
+        rotation.write_secret(data)
         failure = None
         if follow_up:
             try:
