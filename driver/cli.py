@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--dir", default=None, help="state folder (default .sandbox, env EMERGENCY_SANDBOX_DIR)"
     )
+    from driver import desk_cli
+
+    desk_cli.add_commands(commands)
+    commands.add_parser(
+        "drill",
+        help="run drills with measured recovery times, or draw their history (drill NAME|all|report --help)",
+    )
     for procedure in PROCEDURES.values():
         sub = commands.add_parser(
             procedure.name,
@@ -82,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         from sandbox import cli as sandbox_cli
 
         return sandbox_cli.traffic(argv[2:], os.environ.get("EMERGENCY_SANDBOX_DIR"))
+    if argv[:1] == ["drill"]:  # the drill runner has options of its own
+        from driver import drills
+
+        return drills.main(argv[1:])
     if argv[:2] == ["evidence", "verify"]:
         argv = ["evidence-verify", *argv[2:]]
     args = build_parser().parse_args(argv)
@@ -92,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             from sandbox import cli as sandbox_cli
 
             return sandbox_cli.run(args.action, args.dir, args.json)
+        if args.command in ("incident", "notify", "silence", "unsilence"):
+            from driver import desk_cli
+
+            return desk_cli.run(args)
         from driver.run import Run
 
         return Run(PROCEDURES[args.command], args).execute()

@@ -29,9 +29,20 @@ class Run(Inputs):
 
     # -- run -------------------------------------------------------------------------------------
     def execute(self) -> int:
+        from driver.desk import RunRecorder, import_wire_formats
+
+        import_wire_formats()  # before the inventory's templating sets up Ansible's collection loader
         started = utcnow()
         incident, extravars = self.validate()
         values = self.values
+        self.recorder = RunRecorder(
+            self.platform,
+            values["operator"],
+            incident.folder.parent,
+            incident.id,
+            self.procedure,
+            bool(values["check"]),
+        )
         result = Result(
             procedure=self.procedure.name,
             incident={
@@ -75,6 +86,7 @@ class Run(Inputs):
                 "reason": values["reason"],
             }
         )
+        self.recorder.started(ident, result.inputs, values["reason"])
         extravars.update(
             incident_id=incident.id,
             incident_severity=values["severity"],
@@ -118,6 +130,8 @@ class Run(Inputs):
         # What a role asks to put on the incident's timeline (an evidence bundle's manifest hash).
         for entry in result.outputs.pop("timeline", None) or []:
             incident.append_timeline({"at": iso(utcnow()), **entry, "run": ident})
+            if entry.get("event") == "evidence":
+                self.recorder.evidence({**entry, "run": ident})
         result.run = {
             "ident": ident,
             "artifacts": str(incident.run_dir(ident)),
@@ -162,6 +176,8 @@ class Run(Inputs):
         result.status = STATUS_FOR_EXIT[code]
         result.finished_at = iso(finished)
         result.duration_seconds = round((finished - started).total_seconds(), 3)
+        # The shared record (and the channels told of procedures) learn how it ended; never fatal.
+        result.warnings += self.recorder.finished(ident, result.to_dict(), self.services())
         data = result.to_dict()
         path = incident.write_result(ident or f"not-run-{int(time.time())}-{self.procedure.name}", data)
         incident.append_timeline(
@@ -181,6 +197,15 @@ class Run(Inputs):
         else:
             self.report.summary(result, path)
         return code
+
+    def services(self) -> list[str]:
+        """The services the run was given, for the incident record."""
+        named = []
+        for argument in self.procedure.arguments:
+            if argument.names:
+                value = getattr(self.args, argument.var)
+                named += value if isinstance(value, list) else [value] if value else []
+        return list(dict.fromkeys(named))
 
     def _take_locks(self, holder: str, check: bool):
         """Takes the lock of every namespace the inventory targets (in check mode: checks them), or

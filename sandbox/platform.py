@@ -300,7 +300,11 @@ class Sandbox:
                 "password_file": str(self.dir / "secrets" / "redis-password"),
             },
             # Answers as Slack, PagerDuty Events v2 and Statuspage do; GET <url>/_received lists calls.
-            "receiver": {"url": f"http://127.0.0.1:{ports.get('receiver')}"},
+            # The channels' credentials are in files (write_notification_credentials), never here.
+            "receiver": {
+                "url": f"http://127.0.0.1:{ports.get('receiver')}",
+                **self.notification_credential_files(),
+            },
             # nginx, routed by the sandbox's ingress controller from the cluster's Ingresses; send
             # the Host header of an Ingress rule (`host`, the seeded one's) to reach its Service.
             "ingress": {"url": f"http://127.0.0.1:{ports.get('ingress')}", "host": seeded_ingress_host()},
@@ -569,6 +573,30 @@ class Sandbox:
         )
         processes.wait_for_port(port, 15, proc, "receiver")
         self.state.setdefault("pids", {})["receiver"] = proc.pid
+        self.write_notification_credentials()
+
+    def write_notification_credentials(self) -> None:
+        """The channels' credentials as files (0600), as the inventory reads them: a Slack webhook URL
+        is itself a credential (its last part is the token), so it is written whole."""
+        token = self.secret("slack-webhook-token", lambda: secrets.token_hex(12))
+        url_file = self.dir / "secrets" / "slack-webhook-url"
+        fd = os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:  # rewritten: the receiver's port may change
+            handle.write(
+                f"http://127.0.0.1:{self.port('receiver')}/slack/services/T0SANDBOX/B0SANDBOX/{token}"
+            )
+        self.secret("pagerduty-routing-key", lambda: secrets.token_hex(16))
+        self.secret("statuspage-api-key", lambda: secrets.token_hex(16))
+        self.secret("webhook-token", lambda: secrets.token_hex(16))
+
+    def notification_credential_files(self) -> dict[str, str]:
+        folder = self.dir / "secrets"
+        return {
+            "slack_webhook_url_file": str(folder / "slack-webhook-url"),
+            "pagerduty_routing_key_file": str(folder / "pagerduty-routing-key"),
+            "statuspage_api_key_file": str(folder / "statuspage-api-key"),
+            "webhook_token_file": str(folder / "webhook-token"),
+        }
 
     # -- edge: Alertmanager, Prometheus, the ingress controller and nginx ----------------------
     def rules_dir(self) -> Path:
