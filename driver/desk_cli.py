@@ -223,9 +223,9 @@ def cmd_open(desk: Desk, args) -> tuple[int, dict[str, Any]]:
     incident_id = args.incident or new_id(Path(args.incidents_dir))
     if not valid_id(incident_id):
         raise InputError(f"--id {incident_id[:70]!r}: letters, digits, '.', '_' and '-' only")
-    state, entries = desk.state(incident_id)
+    state, _ = desk.state(incident_id)
     lines = []
-    if state.get("status") == "resolved":
+    if state.get("status") == "resolved" and state.get("title") != args.title:
         raise Refused(f"incident {incident_id} was resolved at {state['resolved_at']}; open a new one")
     if state.get("opened_at"):
         lines.append(
@@ -278,12 +278,12 @@ def cmd_open(desk: Desk, args) -> tuple[int, dict[str, Any]]:
 def cmd_update(desk: Desk, args) -> tuple[int, dict[str, Any]]:
     incident_id = _incident_id(desk, args)
     state, entries = _existing(desk, incident_id)
-    if state.get("status") == "resolved":
-        raise Refused(f"incident {incident_id} is resolved; open a new one")
     severity = desk.policy.level(args.severity) if args.severity else None
     step = f"update:{digest(args.status, args.message, severity)}"
     lines = []
     done = any(e.get("kind") == "status" and e.get("step") == step for e in entries)
+    if not done and state.get("status") == "resolved":
+        raise Refused(f"incident {incident_id} is resolved; open a new one")
     if done:
         lines.append(f"{incident_id}: this update is on the record already: nothing new written")
     elif args.check:
@@ -317,7 +317,7 @@ def cmd_update(desk: Desk, args) -> tuple[int, dict[str, Any]]:
 
 def cmd_resolve(desk: Desk, args) -> tuple[int, dict[str, Any]]:
     incident_id = _incident_id(desk, args)
-    state, entries = _existing(desk, incident_id)
+    state, _ = _existing(desk, incident_id)
     lines = []
     if state.get("status") == "resolved":
         lines.append(f"{incident_id} was resolved at {state['resolved_at']}: nothing new written")
@@ -501,7 +501,7 @@ def cmd_silence(desk: Desk, args) -> tuple[int, dict[str, Any]]:
 def cmd_unsilence(desk: Desk, args) -> tuple[int, dict[str, Any]]:
     incident_id = _incident_id(desk, args)
     _existing(desk, incident_id)
-    expired, warnings = _expire_silences(desk, incident_id, args.check, strict=True)
+    expired, _ = _expire_silences(desk, incident_id, args.check, strict=True)
     lines = [f"{incident_id}: silence {s} {'would be ' if args.check else ''}expired" for s in expired] or [
         f"{incident_id}: no active silence"
     ]

@@ -16,6 +16,9 @@ declare -A need=(
   [/usr/sbin/nginx]=nginx
   [/usr/bin/prometheus]=prometheus
   [/usr/bin/prometheus-alertmanager]=prometheus-alertmanager
+  # The post-mortem page and the drill report are checked in a real headless browser.
+  [/usr/bin/chromium]=chromium
+  [/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf]=fonts-dejavu-core
 )
 missing=()
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
