@@ -411,8 +411,8 @@ def test_escalation_is_due_after_its_minutes_and_told_once(driver, receiver, tar
         "from pathlib import Path\n"
         "desk = Desk(load_policy(load(sys.argv[1])), 'alice', Path(sys.argv[2]))\n"
         "at = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=70)\n"
-        "desk.record.append(sys.argv[3], 'opened', {'title': 'orders fail', 'severity': 'P1', 'services': ['api']},"
-        " by='alice', at=at)\n"
+        "fields = {'title': 'orders fail', 'severity': 'P1', 'services': ['api']}\n"
+        "desk.record.append(sys.argv[3], 'opened', fields, by='alice', at=at)\n"
     )
     subprocess.run(
         [sys.executable, "-c", script, target.inventory, str(tmp_path), inc],
