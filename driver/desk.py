@@ -13,7 +13,6 @@ reported and put on the timeline; it never fails the command or the procedure th
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import datetime
 import hashlib
@@ -36,7 +35,7 @@ def import_wire_formats():
     """Imports every module_utils of the collection the driver uses, as plain packages. Once part of
     the collection is imported this way, Ansible's collection loader (which templating the inventory
     installs) refuses to import the rest, so it is all imported here, first."""
-    from ansible_collections.emergency.ops.plugins.module_utils import kube, lease  # noqa: F401 - driver/lock.py
+    from ansible_collections.emergency.ops.plugins.module_utils import credentials, kube, lease  # noqa: F401
 
     return _utils()
 
@@ -96,12 +95,9 @@ def load_policy(platform) -> Policy:
     except Exception as exc:  # an undefined variable, a missing endpoints file
         raise InputError(f"inventory {platform.inventory}: platform_incident: {exc}") from None
     incident = _validated(incident)
-    record = {
-        k: v
-        for k, v in (backup or {}).items()
-        if k in ("bucket", "endpoint_url", "region", "access_key", "secret_key")
-    }
-    record.update({k: v for k, v in (incident.get("record") or {}).items() if v not in (None, "")})
+    from ansible_collections.emergency.ops.plugins.module_utils.credentials import record_settings
+
+    record = record_settings(incident.get("record"), backup)
     if not record.get("bucket"):
         raise InputError(
             "platform_incident.record.bucket: no bucket (and no platform_backup to take it from)"
@@ -160,32 +156,12 @@ def _validated(incident: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_credential(ref: Any, kube: dict[str, Any]) -> str:
-    """A credential reference's value; raises ValueError naming the reference (never the value)."""
-    if ref is None or isinstance(ref, str):
-        return ref or ""
-    source = ref.get("source")
-    if source == "env":
-        value = os.environ.get(ref.get("name", ""))
-        if not value:
-            raise ValueError(f"environment variable {ref.get('name')} is not set")
-        return value.strip()
-    if source == "file":
-        try:
-            return Path(ref["path"]).read_text().strip()
-        except OSError as exc:
-            raise ValueError(f"cannot read the credential file ({exc.strerror})") from None
-    if source == "secret":
-        from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube, KubeError
+    """A credential reference's value (module_utils/credentials.py); ValueError names the reference."""
+    from ansible_collections.emergency.ops.plugins.module_utils import credentials
+    from ansible_collections.emergency.ops.plugins.module_utils.kube import Kube
 
-        try:
-            secret = Kube(**kube).get("secrets", ref["secret"])
-        except KubeError as exc:
-            raise ValueError(f"cannot read Secret {ref.get('secret')}: {exc.reason}") from None
-        data = (secret.get("data") or {}).get(ref.get("key", ""))
-        if data is None:
-            raise ValueError(f"Secret {ref.get('secret')} has no key {ref.get('key')}")
-        return base64.b64decode(data).decode().strip()
-    raise ValueError(f"unknown credential source {source!r}")
+    needs_cluster = isinstance(ref, dict) and ref.get("source") == "secret"
+    return credentials.resolve(ref, Kube(**kube) if needs_cluster else None)
 
 
 class Desk:

@@ -601,7 +601,7 @@ def timeline_text(e: dict[str, Any]) -> str:
         if e.get("event") == "started":
             mode = " (check mode)" if e.get("check_mode") else ""
             return f"{e.get('procedure')} started{mode} [{e.get('run')}]"
-        changed = ", changed" if e.get("changed") else ", nothing changed"
+        changed = "" if "changed" not in e else ", changed" if e["changed"] else ", nothing changed"
         return f"{e.get('procedure')} {e.get('status')}{changed} [{e.get('run')}]"
     if kind == "notified":
         extra = f" ({e.get('error')})" if e.get("status") == "failed" else ""

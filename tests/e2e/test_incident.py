@@ -436,7 +436,7 @@ def test_escalation_is_due_after_its_minutes_and_told_once(driver, receiver, tar
     assert driver("incident", "show", inc).result["escalations_due"] == []
 
 
-def test_a_procedure_run_for_the_incident_is_on_the_record_and_told(driver, receiver, tmp_path):
+def test_a_procedure_run_for_the_incident_is_on_the_record_and_told(driver, receiver, target, tmp_path):
     inc = incident_id("INC-PROC")
     assert (
         driver(
@@ -478,6 +478,34 @@ def test_a_procedure_run_for_the_incident_is_on_the_record_and_told(driver, rece
     assert any("shutdown started" in t for t in texts)
     assert any("Emergency shutdown executed successfully" in t for t in texts)
     assert not any("resume" in t for t in texts)
+    # The same playbook run by AWX (not the driver) puts itself on the record too.
+    awx = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("ansible-playbook")),
+            "-i",
+            target.inventory,
+            "playbooks/resume.yml",
+            "-e",
+            f"incident_id={inc}",
+            "-e",
+            '{"resume_services": ["crank"]}',
+            "-e",
+            "awx_job_id=4242",
+            "-e",
+            "awx_user_name=carol",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
+    assert awx.returncode == 0, awx.stdout[-3000:]
+    entries = driver("incident", "show", inc).result["entries"]
+    by_awx = [e for e in entries if e.get("via") == "awx"]
+    assert [(e["procedure"], e["run"], e["by"], e["status"]) for e in by_awx] == [
+        ("resume", "awx-job-4242", "carol", "succeeded")
+    ]
     report = driver("incident", "report", inc)
     assert report.rc == 0, report.stderr
     html = Path(report.result["paths"]["html"]).read_text()
