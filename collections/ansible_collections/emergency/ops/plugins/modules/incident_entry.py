@@ -21,7 +21,7 @@ version_added: 1.0.0
 author: Emergency procedures maintainers (!UNKNOWN)
 options:
   record:
-    description: C(platform_incident.record) of the inventory (bucket, prefix, endpoint_url, region, access_key).
+    description: C(platform_incident.record) of the inventory (bucket, prefix, endpoint, region, access key).
     type: dict
     default: {}
   backup:
@@ -110,11 +110,17 @@ def main():
         module.fail_json(msg="boto3 is required", outcome="invalid")
     params = module.params
     if not valid_id(params["incident"]):
-        module.fail_json(msg="incident id %r: letters, digits, '.', '_' and '-' only" % params["incident"][:70], outcome="invalid")
+        module.fail_json(
+            msg="incident id %r: letters, digits, '.', '_' and '-' only" % params["incident"][:70],
+            outcome="invalid",
+        )
     settings = credentials.record_settings(params["record"], params["backup"])
     settings["secret_key"] = params["secret_key"]
     if not settings.get("bucket"):
-        module.fail_json(msg="the incident record has no bucket (platform_incident.record or platform_backup)", outcome="invalid")
+        module.fail_json(
+            msg="the incident record has no bucket (platform_incident.record or platform_backup)",
+            outcome="invalid",
+        )
     try:
         kube = None
         if isinstance(settings.get("secret_key"), dict) and settings["secret_key"].get("source") == "secret":
