@@ -321,8 +321,8 @@ class Desk:
             "source": self.policy.platform_name,
             "action": action,
         }
-        if kind == "statuspage":
-            message["external_id"] = self._statuspage_id(incident_id, name)
+        if kind == "statuspage" and (event != "opened" or earlier):  # an earlier attempt may have made it
+            message["external_id"] = self.record.external_id(incident_id, name)
         try:
             for field_name in ("url", "routing_key", "api_key", "token"):
                 channel[field_name] = resolve_credential(channel.get(field_name), self.policy.kube)
@@ -336,15 +336,11 @@ class Desk:
                 if k in ("status", "attempts", "http_status", "error", "external_id")
             }
         )
+        if outcome.get("external_id") and not message.get("external_id"):
+            self.record.keep_external_id(incident_id, name, outcome["external_id"])
         self.record.settle(incident_id, name, _safe(delivery), dict(outcome))
         self.append(incident_id, "notified", **{k: v for k, v in outcome.items() if v is not None})
         return outcome
-
-    def _statuspage_id(self, incident_id: str, channel: str) -> str | None:
-        for delivery in self.record.deliveries(incident_id):
-            if delivery.get("channel") == channel and delivery.get("external_id"):
-                return delivery["external_id"]
-        return None
 
     def render(self, template: str, state: dict[str, Any], context: dict[str, Any] | None = None) -> str:
         import jinja2

@@ -223,7 +223,7 @@ def cmd_open(desk: Desk, args) -> tuple[int, dict[str, Any]]:
     incident_id = args.incident or new_id(Path(args.incidents_dir))
     if not valid_id(incident_id):
         raise InputError(f"--id {incident_id[:70]!r}: letters, digits, '.', '_' and '-' only")
-    state, _ = desk.state(incident_id)
+    state, entries = desk.state(incident_id)
     lines = []
     if state.get("status") == "resolved" and state.get("title") != args.title:
         raise Refused(f"incident {incident_id} was resolved at {state['resolved_at']}; open a new one")
@@ -242,15 +242,17 @@ def cmd_open(desk: Desk, args) -> tuple[int, dict[str, Any]]:
         )
         lines.append(f"would open {incident_id} · {severity} · {args.title}")
     else:
-        desk.append(
-            incident_id,
-            "opened",
-            title=args.title,
-            severity=severity,
-            services=services,
-            message=args.message,
+        entries.append(
+            desk.append(
+                incident_id,
+                "opened",
+                title=args.title,
+                severity=severity,
+                services=services,
+                message=args.message,
+            )
         )
-        state, _entries = desk.state(incident_id)
+        state = desk.fold(entries)
         lines.append(
             f"incident {incident_id} opened · {severity} {_level_name(desk, severity)} · {args.title}"
         )
@@ -292,10 +294,12 @@ def cmd_update(desk: Desk, args) -> tuple[int, dict[str, Any]]:
         )
         lines.append(f"would set {incident_id} to {args.status}")
     else:
-        desk.append(
-            incident_id, "status", status=args.status, message=args.message, severity=severity, step=step
+        entries.append(
+            desk.append(
+                incident_id, "status", status=args.status, message=args.message, severity=severity, step=step
+            )
         )
-        state, entries = desk.state(incident_id)
+        state = desk.fold(entries)
         lines.append(f"{incident_id}: {args.status} · {args.message}")
     outcomes = desk.tell(
         incident_id,
@@ -317,7 +321,7 @@ def cmd_update(desk: Desk, args) -> tuple[int, dict[str, Any]]:
 
 def cmd_resolve(desk: Desk, args) -> tuple[int, dict[str, Any]]:
     incident_id = _incident_id(desk, args)
-    state, _ = _existing(desk, incident_id)
+    state, entries = _existing(desk, incident_id)
     lines = []
     if state.get("status") == "resolved":
         lines.append(f"{incident_id} was resolved at {state['resolved_at']}: nothing new written")
@@ -325,8 +329,10 @@ def cmd_resolve(desk: Desk, args) -> tuple[int, dict[str, Any]]:
         state = dict(state, status="resolved", resolution=args.message, root_cause=args.root_cause or None)
         lines.append(f"would resolve {incident_id}")
     else:
-        desk.append(incident_id, "resolved", message=args.message, root_cause=args.root_cause or None)
-        state, _entries = desk.state(incident_id)
+        entries.append(
+            desk.append(incident_id, "resolved", message=args.message, root_cause=args.root_cause or None)
+        )
+        state = desk.fold(entries)
         lines.append(f"{incident_id} resolved · {state.get('title')}")
     expired, warnings = _expire_silences(desk, incident_id, args.check)
     lines += [f"  silence {s} expired" for s in expired]

@@ -151,6 +151,16 @@ class Record:
             ContentType="application/json",
         )
 
+    def external_id(self, incident_id, channel):
+        """The id a channel gave the incident (its Statuspage incident), once it made one."""
+        found = self._get_with_etag(self.store.key(incident_id, "sent", channel, "external-id.json"))
+        return found[0].get("id") if found else None
+
+    def keep_external_id(self, incident_id, channel, external_id):
+        """Kept once: the first incident a channel made is the one every later step updates."""
+        key = self.store.key(incident_id, "sent", channel, "external-id.json")
+        self._create(key, {"channel": channel, "id": external_id, "at": iso(utcnow())})
+
     def deliveries(self, incident_id):
         out = []
         for key in sorted(self._keys(self.store.key(incident_id, "sent") + "/")):
