@@ -485,6 +485,12 @@ class RunRecorder:
             "prior_state": result.get("prior_state") or {},
             "outputs": {k: v for k, v in outputs.items() if k != "timeline"},
             "errors": [e.get("message", "")[:300] for e in result.get("errors") or []],
+            # The steps that did something (changed or failed), as the result lists them.
+            "steps": [
+                {k: step.get(k) for k in ("name", "host", "status", "duration")}
+                for step in result.get("steps") or []
+                if step.get("status") in ("changed", "failed", "unreachable")
+            ][:100],
         }
         self._guarded(self.desk.append, self.incident_id, "procedure", **fields)
         error = fields["errors"][0] if fields["errors"] else ""

@@ -19,7 +19,8 @@ import json
 import socket
 import time
 import urllib.error
-import urllib.request
+
+from ansible.module_utils.urls import open_url
 
 KINDS = ("slack", "pagerduty", "statuspage", "webhook")
 # PagerDuty's payload.severity per incident severity.
@@ -59,10 +60,11 @@ def request(method, url, body, headers, budget=20.0, attempts=5, backoff=0.5, ti
     wanted = dict({"Content-Type": "application/json", "Accept": "application/json"}, **(headers or {}))
     last_status, last_error, delay = None, None, backoff
     for attempt in range(1, attempts + 1):
+        wait = delay
         try:
-            req = urllib.request.Request(url, data=data, method=method, headers=wanted)
-            with urllib.request.urlopen(
-                req, timeout=min(timeout, max(0.5, deadline - time.monotonic()))
+            left = min(timeout, max(0.5, deadline - time.monotonic()))
+            with open_url(
+                url, data=data, method=method, headers=wanted, timeout=left, follow_redirects="none"
             ) as answer:
                 raw = answer.read()
                 try:

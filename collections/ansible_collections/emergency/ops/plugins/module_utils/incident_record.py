@@ -31,7 +31,10 @@ import secrets
 try:
     from botocore.exceptions import ClientError
 except ImportError:  # reported by the caller that made the store
-    ClientError = Exception
+
+    class ClientError(Exception):
+        """Stands in for botocore's when it is missing (Store cannot be made then)."""
+
 
 from ansible_collections.emergency.ops.plugins.module_utils.failure import Failure
 from ansible_collections.emergency.ops.plugins.module_utils.store import Store

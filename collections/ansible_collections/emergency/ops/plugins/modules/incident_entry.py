@@ -14,10 +14,10 @@ description:
     the backup bucket), as the driver does for its own runs, so that a playbook run by AWX or
     C(ansible-playbook) is on the same timeline every operator reads with C(incident show).
   - Entries are never rewritten and two writers never collide, so the module needs no lock.
-  - The record is not the platform: writing an entry is reported as C(changed=false), and the module
+  - The record is not the platform, so writing an entry is reported as C(changed=false), and the module
     writes also in check mode (a run in check mode is on the record, marked as such).
   - The record's bucket credentials are credential references (C(env), C(file), C(secret)), read here.
-version_added: 1.0.0
+version_added: 1.3.0
 author: Emergency procedures maintainers (!UNKNOWN)
 options:
   record:
@@ -49,7 +49,7 @@ options:
     description: Who wrote it.
     type: str
   namespace:
-    description: Namespace of a Secret that holds the bucket's key, when it is given as C({source: secret}).
+    description: Namespace of the Secret that holds the bucket's key, when O(secret_key) names one.
     type: str
 requirements:
   - boto3
