@@ -40,7 +40,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--message", default="", metavar="TEXT", help="the impact, as the first message says it"
     )
     opened.add_argument(
-        "--id", dest="incident", metavar="ID", help="the incident id (default: a new INC-YYYYMMDD-HHMMSS)"
+        "--id",
+        dest="incident",
+        default=os.environ.get("EMERGENCY_INCIDENT"),
+        metavar="ID",
+        help="the incident id (default: EMERGENCY_INCIDENT, else a new INC-YYYYMMDD-HHMMSS)",
     )
 
     update = _action(actions, "update", "change the incident's status and tell the channels")
