@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages, keyed by the program that proves they are installed. PostgreSQL's server
+# Debian packages, keyed by the file (a program, a font) that proves they are installed. PostgreSQL's server
 # programs live in /usr/lib/postgresql/<major>/bin, the major being the distribution's (15 on Debian
 # 12, 17 on Debian 13, 16 on Ubuntu 24.04): the `postgresql` metapackage installs that one, and any
 # major's pg_ctl counts.
@@ -23,7 +23,7 @@ declare -A need=(
 missing=()
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || missing+=(postgresql)
 for prog in "${!need[@]}"; do
-  [ -x "$prog" ] || missing+=("${need[$prog]}")
+  [ -e "$prog" ] || missing+=("${need[$prog]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install: Debian packages: ${missing[*]}"
