@@ -79,3 +79,17 @@ def option(role: str, var: str) -> Option:
 
 def summary(role: str) -> str:
     return plain(entry_point(role).get("short_description", ""))
+
+
+def validated_platform_option(name: str, value: dict[str, Any]) -> dict[str, Any]:
+    """An inventory variable the driver reads itself (``platform_incident``, ``platform_watch``), checked
+    with Ansible's own validator against the spec the platform role declares, defaults filled in."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    from driver.validate import InputError
+
+    spec = entry_point("platform")["options"][name]["options"]
+    result = ArgumentSpecValidator(spec).validate(value)
+    if result.error_messages:
+        raise InputError(f"{name}: " + "; ".join(result.error_messages))
+    return result.validated_parameters

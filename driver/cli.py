@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     desk_cli.add_commands(commands)
     commands.add_parser(
+        "watch",
+        help="roll a service back on its own when Prometheus shows a trigger breached (watch --help)",
+    )
+    commands.add_parser(
         "drill",
         help="run drills with measured recovery times, or draw their history (drill NAME|all|report --help)",
     )
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         from sandbox import cli as sandbox_cli
 
         return sandbox_cli.traffic(argv[2:], os.environ.get("EMERGENCY_SANDBOX_DIR"))
+    if argv[:1] == ["watch"]:  # a long-running loop with options of its own
+        from driver import watch
+
+        return watch.main(argv[1:])
     if argv[:1] == ["drill"]:  # the drill runner has options of its own
         from driver import drills
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from driver import ROOT
+from driver.argspec import validated_platform_option
 from driver.incident import iso, utcnow
 from driver.validate import InputError
 
@@ -94,7 +95,7 @@ def load_policy(platform) -> Policy:
         backup = platform.templated("platform_backup") if platform.variables.get("platform_backup") else {}
     except Exception as exc:  # an undefined variable, a missing endpoints file
         raise InputError(f"inventory {platform.inventory}: platform_incident: {exc}") from None
-    incident = _validated(incident)
+    incident = validated_platform_option("platform_incident", incident)
     from ansible_collections.emergency.ops.plugins.module_utils.credentials import record_settings
 
     record = record_settings(incident.get("record"), backup)
@@ -140,19 +141,6 @@ def load_policy(platform) -> Policy:
         services=platform.all_service_names,
         kube=kube,
     )
-
-
-def _validated(incident: dict[str, Any]) -> dict[str, Any]:
-    """Checked with Ansible's own validator against the spec the platform role declares."""
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-
-    from driver.argspec import entry_point
-
-    spec = entry_point("platform")["options"]["platform_incident"]["options"]
-    result = ArgumentSpecValidator(spec).validate(incident)
-    if result.error_messages:
-        raise InputError("platform_incident: " + "; ".join(result.error_messages))
-    return result.validated_parameters
 
 
 def resolve_credential(ref: Any, kube: dict[str, Any]) -> str:
