@@ -263,22 +263,7 @@ def cmd_open(desk: Desk, args) -> tuple[int, dict[str, Any]]:
     response = (desk.policy.severities.get(severity) or {}).get("response_minutes")
     if response is not None:
         lines.append(f"  respond within {response} min")
-    outcomes = desk.tell(
-        incident_id,
-        state,
-        "opened",
-        desk.policy.told_on(state["severity"], "open"),
-        "opened",
-        check_mode=args.check,
-    )
-    lines += _delivery_lines(outcomes)
-    return EXIT_OK, {
-        "incident": incident_id,
-        "state": state,
-        "deliveries": outcomes,
-        "warnings": _warnings(outcomes),
-        "lines": lines,
-    }
+    return _tell_step(desk, args, incident_id, state, "opened", "open", lines)
 
 
 def cmd_update(desk: Desk, args) -> tuple[int, dict[str, Any]]:
@@ -305,22 +290,7 @@ def cmd_update(desk: Desk, args) -> tuple[int, dict[str, Any]]:
         )
         state = desk.fold(entries)
         lines.append(f"{incident_id}: {args.status} · {args.message}")
-    outcomes = desk.tell(
-        incident_id,
-        state,
-        step,
-        desk.policy.told_on(state["severity"], "update"),
-        "update",
-        check_mode=args.check,
-    )
-    lines += _delivery_lines(outcomes)
-    return EXIT_OK, {
-        "incident": incident_id,
-        "state": state,
-        "deliveries": outcomes,
-        "warnings": _warnings(outcomes),
-        "lines": lines,
-    }
+    return _tell_step(desk, args, incident_id, state, step, "update", lines)
 
 
 def cmd_resolve(desk: Desk, args) -> tuple[int, dict[str, Any]]:
@@ -340,24 +310,33 @@ def cmd_resolve(desk: Desk, args) -> tuple[int, dict[str, Any]]:
         lines.append(f"{incident_id} resolved · {state.get('title')}")
     expired, warnings = _expire_silences(desk, incident_id, args.check)
     lines += [f"  silence {s} expired" for s in expired]
+    lines += [f"warning: {w}" for w in warnings]
+    return _tell_step(
+        desk, args, incident_id, state, "resolved", "resolve", lines, warnings, silences_expired=expired
+    )
+
+
+# The template of each of the incident's own events.
+EVENT_TEMPLATES = {"open": "opened", "update": "update", "resolve": "resolved"}
+
+
+def _tell_step(desk, args, incident_id, state, step, event, lines, warnings=(), **extra):
+    """Tells the severity's channels of one of the incident's events; the command's outcome."""
     outcomes = desk.tell(
         incident_id,
         state,
-        "resolved",
-        desk.policy.told_on(state["severity"], "resolve"),
-        "resolved",
+        step,
+        desk.policy.told_on(state["severity"], event),
+        EVENT_TEMPLATES[event],
         check_mode=args.check,
     )
-    lines += _delivery_lines(outcomes)
-    warnings += _warnings(outcomes)
-    lines += [f"warning: {w}" for w in warnings if "was not told" not in w]
     return EXIT_OK, {
         "incident": incident_id,
         "state": state,
         "deliveries": outcomes,
-        "silences_expired": expired,
-        "warnings": warnings,
-        "lines": lines,
+        "warnings": [*warnings, *_warnings(outcomes)],
+        "lines": lines + _delivery_lines(outcomes),
+        **extra,
     }
 
 

@@ -275,32 +275,17 @@ class Watch:
             return
         incident = self.incident or self.open_incident(trigger, reason)
         self.say(f"execute: rolling {self.service} back from revision {revision} for {incident}")
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "driver",
-                "rollback",
-                "--service",
-                self.service,
-                "--yes",
-                "--incident",
-                incident,
-                "--reason",
-                reason,
-                "--inventory",
-                self.inventory,
-                "--incidents-dir",
-                self.incidents_dir,
-                "--json",
-                "--severity",
-                self.severity,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        rollback = [
+            "rollback",
+            "--service",
+            self.service,
+            "--yes",
+            "--incident",
+            incident,
+            "--reason",
+            reason,
+        ]
+        run = self._driver([*rollback, "--json", "--severity", self.severity])
         result = json.loads(run.stdout) if run.stdout.strip().startswith("{") else {}
         if run.returncode != 0:
             errors = "; ".join(e.get("message", "") for e in result.get("errors", []))
@@ -330,7 +315,7 @@ class Watch:
         from driver.incident import new_id
 
         incident = new_id(Path(self.incidents_dir))
-        self._desk(
+        self._driver(
             [
                 "incident",
                 "open",
@@ -355,7 +340,7 @@ class Watch:
             f"{self.service}: automatic rollback of revision {revision}: {outcome} (incident {incident})"
         )
         status = "monitoring" if outcome == "confirmed" else "identified"
-        self._desk(
+        self._driver(
             [
                 "incident",
                 "update",
@@ -368,18 +353,11 @@ class Watch:
             ]
         )
 
-    def _desk(self, argv: list[str]) -> None:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "driver",
-                *argv,
-                "--inventory",
-                self.inventory,
-                "--incidents-dir",
-                self.incidents_dir,
-            ],
+    def _driver(self, argv: list[str]) -> subprocess.CompletedProcess:
+        """A command of the driver for the same inventory and incidents folder."""
+        where = ["--inventory", self.inventory, "--incidents-dir", self.incidents_dir]
+        return subprocess.run(
+            [sys.executable, "-m", "driver", *argv, *where],
             cwd=ROOT,
             capture_output=True,
             text=True,
