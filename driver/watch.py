@@ -252,7 +252,7 @@ class Watch:
     # -- 004's sequence --------------------------------------------------------------------------
     def fire(self, trigger: Trigger) -> None:
         """Validate, execute, confirm, record and notify: once per revision."""
-        deployment = self.kube.get("deployments", self.service)
+        deployment = self.kube.get("Deployment", self.service)
         revision = ((deployment.get("metadata") or {}).get("annotations") or {}).get(
             "deployment.kubernetes.io/revision"
         )
@@ -300,7 +300,7 @@ class Watch:
         deadline = time.monotonic() + self.confirm_timeout
         while time.monotonic() < deadline and not self.stop.is_set():
             verdict, value, threshold, _ = measure(self.prom, trigger, self.service, self.namespace)
-            status = self.kube.get("deployments", self.service).get("status") or {}
+            status = self.kube.get("Deployment", self.service).get("status") or {}
             ready = status.get("readyReplicas", 0) >= (status.get("replicas") or 0) and not status.get(
                 "unavailableReplicas"
             )

@@ -9,6 +9,7 @@ The rules are what ``promtool check rules`` accepts; the rulebook listens with
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -118,4 +119,6 @@ def rulebook(service: str, triggers: list, job_template: str, organization: str)
 
 
 def dump(document: Any) -> str:
-    return yaml.safe_dump(document, sort_keys=False, width=1000)
+    # The inventory's values are Ansible's str subclasses, which safe_dump refuses: a JSON round trip
+    # makes them plain strings.
+    return yaml.safe_dump(json.loads(json.dumps(document)), sort_keys=False, width=1000)
